@@ -1,0 +1,117 @@
+package prefork
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for the zero values of Manager's fields. The pool sizes are
+// py-prefork-server's.
+const (
+	DefaultMinServers      = 5
+	DefaultMaxServers      = 20
+	DefaultMinSpareServers = 2
+	DefaultMaxSpareServers = 10
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// config is a Manager's settings with defaults applied and checked. Run
+// works on it and never writes to the Manager.
+type config struct {
+	network, addr          string
+	backlog                int
+	minServers, maxServers int
+	minSpare, maxSpare     int
+	maxRequests            int
+	shutdownTimeout        time.Duration
+	logger                 *slog.Logger
+	newChild               func() Child
+	hooks                  ManagerHooks
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+}
+
+// orDefault returns v, or def when v is zero (unset), bounded by the values
+// the user did set, so that setting only MaxServers to 3 does not collide
+// with the default MinServers of 5.
+func orDefault(v, def int) int {
+	if v != 0 {
+		return v
+	}
+	return def
+}
+
+func (m *Manager) config() (config, error) {
+	c := config{
+		network:         m.Network,
+		addr:            m.Addr,
+		backlog:         m.Backlog,
+		maxRequests:     m.MaxRequests,
+		shutdownTimeout: m.ShutdownTimeout,
+		logger:          m.Logger,
+		newChild:        m.NewChild,
+		hooks:           m.Hooks,
+	}
+	for _, f := range []struct {
+		name  string
+		value int64
+	}{
+		{"MinServers", int64(m.MinServers)}, {"MaxServers", int64(m.MaxServers)},
+		{"MinSpareServers", int64(m.MinSpareServers)}, {"MaxSpareServers", int64(m.MaxSpareServers)},
+		{"MaxRequests", int64(m.MaxRequests)}, {"Backlog", int64(m.Backlog)},
+		{"ShutdownTimeout", int64(m.ShutdownTimeout)},
+	} {
+		if f.value < 0 {
+			return c, invalid("Manager.%s is negative (%d); use 0 for the default or a positive value", f.name, f.value)
+		}
+	}
+	if c.newChild == nil {
+		return c, invalid("Manager.NewChild is nil; set it to a function that returns your Child")
+	}
+	if c.network == "" {
+		c.network = "tcp"
+	}
+	switch c.network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return c, invalid("Manager.Network %q is not supported; use \"tcp\", \"tcp4\" or \"tcp6\"", c.network)
+	}
+	if c.addr == "" {
+		return c, invalid("Manager.Addr is empty; set it to host:port, such as \"127.0.0.1:9000\" (port 0 picks a free port)")
+	}
+	if _, port, err := net.SplitHostPort(c.addr); err != nil {
+		return c, invalid("Manager.Addr %q: %v; use host:port, such as \"127.0.0.1:9000\"", c.addr, err)
+	} else if _, err := net.LookupPort(c.network, port); err != nil {
+		return c, invalid("Manager.Addr %q: bad port: %v", c.addr, err)
+	}
+
+	c.maxServers = orDefault(m.MaxServers, max(DefaultMaxServers, m.MinServers))
+	c.minServers = orDefault(m.MinServers, min(DefaultMinServers, c.maxServers))
+	c.maxSpare = orDefault(m.MaxSpareServers, max(DefaultMaxSpareServers, m.MinSpareServers))
+	c.minSpare = orDefault(m.MinSpareServers, min(DefaultMinSpareServers, c.maxSpare))
+	if c.minServers > c.maxServers {
+		return c, invalid("MinServers (%d) is greater than MaxServers (%d); raise MaxServers or lower MinServers", c.minServers, c.maxServers)
+	}
+	if c.minSpare > c.maxSpare {
+		return c, invalid("MinSpareServers (%d) is greater than MaxSpareServers (%d); raise MaxSpareServers or lower MinSpareServers", c.minSpare, c.maxSpare)
+	}
+	if c.minSpare > c.maxServers {
+		return c, invalid("MinSpareServers (%d) is greater than MaxServers (%d): the pool could never keep that many children idle", c.minSpare, c.maxServers)
+	}
+	if c.backlog == 0 {
+		c.backlog = unix.SOMAXCONN
+	}
+	if c.shutdownTimeout == 0 {
+		c.shutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	return c, nil
+}

@@ -1,0 +1,63 @@
+// Command echo is a prefork line-echo server: each child serves one
+// connection at a time and writes back every line it reads, until the client
+// closes the connection.
+//
+//	go run ./examples/echo -addr 127.0.0.1:9000
+//
+// and from another terminal:
+//
+//	nc 127.0.0.1 9000
+//
+// SIGINT (^C) or SIGTERM stops it gracefully; a second one stops it at once.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/prefork-go/prefork"
+)
+
+type echo struct{}
+
+func (echo) ProcessRequest(ctx context.Context, r *prefork.Request) error {
+	in := bufio.NewReader(r.Conn)
+	for {
+		line, err := in.ReadBytes('\n')
+		if len(line) > 0 {
+			if _, werr := r.Conn.Write(line); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return nil // the client closed the connection, or the stop deadline passed
+		}
+	}
+}
+
+func main() {
+	m := &prefork.Manager{NewChild: func() prefork.Child { return echo{} }}
+	flag.StringVar(&m.Addr, "addr", "127.0.0.1:9000", "address to listen on (host:port)")
+	flag.StringVar(&m.Network, "proto", "tcp", `network: "tcp", "tcp4" or "tcp6"`)
+	flag.IntVar(&m.MinServers, "min-servers", prefork.DefaultMinServers, "least number of children")
+	flag.IntVar(&m.MaxServers, "max-servers", prefork.DefaultMaxServers, "most number of children")
+	flag.IntVar(&m.MinSpareServers, "min-spare-servers", prefork.DefaultMinSpareServers, "least number of idle children")
+	flag.IntVar(&m.MaxSpareServers, "max-spare-servers", prefork.DefaultMaxSpareServers, "most number of idle children")
+	flag.IntVar(&m.MaxRequests, "max-requests", 0, "requests a child serves before it is replaced (0: no limit)")
+	verbose := flag.Bool("v", false, "log children's starts and exits")
+	flag.Parse()
+
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	m.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := m.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "echo:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,150 @@
+package prefork
+
+import (
+	"context"
+	"net"
+	"os"
+	"syscall"
+)
+
+// Child serves requests in a child process, one at a time. NewChild makes one
+// Child per child process. ProcessRequest is the only required method; each
+// optional hook is an interface of its own below, found by a type assertion,
+// as net/http finds an http.Flusher.
+//
+// Threading: every Child method is called from the goroutine that called
+// Manager.Run in the child process, one after another, never concurrently.
+type Child interface {
+	// ProcessRequest serves one request: for TCP, the whole connection,
+	// which is closed when ProcessRequest returns. ctx is cancelled only
+	// when the child must stop now (Manager.ShutdownTimeout has run out
+	// during a stop); r.Stopping says when a graceful stop has begun. A
+	// returned error is logged with the child's pid and the remote address,
+	// and the child goes on with the next request.
+	ProcessRequest(ctx context.Context, r *Request) error
+}
+
+// Initializer is implemented by a Child that prepares itself once per child
+// process, before its first request (py-prefork-server's child_init). An
+// error ends the child: Run returns it in that child, and the master logs
+// the child's exit and, if no child ever starts, gives up.
+type Initializer interface {
+	Initialize(ctx context.Context) error
+}
+
+// PreBinder and PostBinder are implemented by a Child that wants to know when
+// it binds a socket of its own. They are called only in reuse-port mode,
+// where each child binds; otherwise the master binds, and calls
+// ManagerHooks.PreBind and PostBind.
+type PreBinder interface {
+	PreBind(ctx context.Context) error
+}
+
+// PostBinder: see PreBinder.
+type PostBinder interface {
+	PostBind(ctx context.Context, addr net.Addr) error
+}
+
+// PostAccepter is implemented by a Child that wants to see a connection as
+// soon as it is accepted, before AllowDeny. An error closes the connection
+// and skips the request; it is logged.
+type PostAccepter interface {
+	PostAccept(ctx context.Context, r *Request) error
+}
+
+// AllowDenier is implemented by a Child that filters requests, for example
+// by r.RemoteAddr. A request it does not allow goes to RequestDenied (if the
+// Child implements RequestDenier) and is then closed, without
+// ProcessRequest.
+type AllowDenier interface {
+	AllowDeny(ctx context.Context, r *Request) (allow bool)
+}
+
+// RequestDenier is implemented by a Child that answers denied requests, for
+// example with an error message, before the connection is closed.
+type RequestDenier interface {
+	RequestDenied(ctx context.Context, r *Request)
+}
+
+// PostProcessor is implemented by a Child that wants to act after a request,
+// once its connection is closed, for example to log it. err is what
+// ProcessRequest returned.
+type PostProcessor interface {
+	PostProcessRequest(ctx context.Context, r *Request, err error)
+}
+
+// Shutdowner is implemented by a Child that cleans up before its process
+// exits. err is why the child stops: nil for a normal end (retired, request
+// limit reached, the pool stops), otherwise the error that ended it.
+type Shutdowner interface {
+	Shutdown(ctx context.Context, err error)
+}
+
+// ManagerHooks are the master's lifecycle hooks, in the order in which they
+// are called. A nil hook is skipped. A hook that returns an error stops Run,
+// which stops any children already started and returns that error, wrapped.
+//
+// Threading: all hooks run on the goroutine that called Manager.Run in the
+// master, which also runs the pool; a hook that blocks delays spawning and
+// the handling of children's exits. None is called in a child.
+type ManagerHooks struct {
+	// PreBind runs before the master binds its listener.
+	PreBind func(ctx context.Context) error
+	// PostBind runs once the listener is bound; addr is the bound address,
+	// with the port the system chose if Manager.Addr had port 0.
+	PostBind func(ctx context.Context, addr net.Addr) error
+	// PreSignalSetup and PostSignalSetup run before and after the master
+	// starts catching SIGINT, SIGTERM and SIGHUP.
+	PreSignalSetup  func(ctx context.Context) error
+	PostSignalSetup func(ctx context.Context) error
+	// PreInitChildren runs before the first children are started.
+	PreInitChildren func(ctx context.Context) error
+	// PostInitChildren runs once MinServers children have started and
+	// are ready to serve.
+	PostInitChildren func(ctx context.Context) error
+	// PreLoop runs right after PostInitChildren, as the master enters its
+	// loop of keeping the pool sized.
+	PreLoop func(ctx context.Context) error
+	// PreServerClose runs during a stop, after every child has exited and
+	// before the listener is closed. Its ctx is not cancelled.
+	PreServerClose func(ctx context.Context)
+	// Signal decides what SIGHUP, SIGINT and SIGTERM do. stopping says
+	// whether a stop is already under way. Nil means DefaultSignal. To
+	// add to the default, wrap it:
+	//
+	//	Signal: func(sig os.Signal, stopping bool) prefork.SignalAction {
+	//		if sig == syscall.SIGHUP {
+	//			reloadConfig()
+	//		}
+	//		return prefork.DefaultSignal(sig, stopping)
+	//	}
+	Signal func(sig os.Signal, stopping bool) SignalAction
+}
+
+// SignalAction is what the master does after a signal.
+type SignalAction int
+
+const (
+	// Continue leaves the pool running.
+	Continue SignalAction = iota
+	// StopGracefully stops taking requests, lets requests in flight
+	// finish for up to Manager.ShutdownTimeout, then stops.
+	StopGracefully
+	// StopNow kills every child at once and stops.
+	StopNow
+)
+
+// DefaultSignal is the default ManagerHooks.Signal: SIGINT and SIGTERM stop
+// gracefully, and at once if a stop is already under way (so a second ^C
+// does not wait for slow requests); SIGHUP changes nothing, and the master
+// logs it.
+func DefaultSignal(sig os.Signal, stopping bool) SignalAction {
+	switch sig {
+	case syscall.SIGINT, syscall.SIGTERM:
+		if stopping {
+			return StopNow
+		}
+		return StopGracefully
+	}
+	return Continue
+}

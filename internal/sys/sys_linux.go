@@ -1,0 +1,96 @@
+package sys
+
+import (
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func socket(family, typ int) (int, error) {
+	return unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+}
+
+func socketpair() ([2]int, error) {
+	return unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+}
+
+func accept(fd int) (int, error) {
+	nfd, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
+	return nfd, err
+}
+
+func pipe(p *[2]int) error {
+	return unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK)
+}
+
+// Executable is the binary children run. /proc/self/exe is the file the
+// master is running even when a deploy has replaced the file at its path.
+func Executable() (string, error) { return "/proc/self/exe", nil }
+
+// ChildAttr asks the kernel to send sig to the child when the thread that
+// started it exits. The caller starts every child from one locked thread
+// that lives as long as the master, so that means: when the master dies.
+func ChildAttr(sig syscall.Signal) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: sig}
+}
+
+// Poller waits for a connection on a shared listener and for other
+// descriptors. The listener is registered with EPOLLEXCLUSIVE, so the kernel
+// wakes one waiting child per connection instead of all of them.
+type Poller struct {
+	epfd     int
+	listener int
+	events   [4]unix.EpollEvent
+}
+
+// NewPoller watches listener (-1 for none) and the other descriptors for input.
+func NewPoller(listener int, others ...int) (*Poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	p := &Poller{epfd: epfd, listener: listener}
+	add := func(fd int, events uint32) error {
+		ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+		return os.NewSyscallError("epoll_ctl", unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev))
+	}
+	if listener >= 0 {
+		if err := add(listener, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	for _, fd := range others {
+		if err := add(fd, unix.EPOLLIN|unix.EPOLLRDHUP); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Wait blocks until a watched descriptor is ready. It reports whether the
+// listener is ready and whether any other descriptor is.
+func (p *Poller) Wait() (listener, other bool, err error) {
+	for {
+		n, err := unix.EpollWait(p.epfd, p.events[:], -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, false, os.NewSyscallError("epoll_wait", err)
+		}
+		for _, ev := range p.events[:n] {
+			if int(ev.Fd) == p.listener {
+				listener = true
+			} else {
+				other = true
+			}
+		}
+		return listener, other, nil
+	}
+}
+
+// Close releases the poller.
+func (p *Poller) Close() { unix.Close(p.epfd) }

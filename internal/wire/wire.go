@@ -1,0 +1,164 @@
+// Package wire is the protocol between a prefork master and its children:
+// how a child is marked and handed its sockets, and the fixed-size records
+// that travel over the status socket between them.
+//
+// # Handover
+//
+// The master starts a child by executing its own binary again with the same
+// arguments and this environment added:
+//
+//	PREFORK_CHILD=<Version>         marks the process as a child
+//	PREFORK_MASTER_PID=<pid>        the master; a child whose parent is not it exits
+//	PREFORK_LISTENERS=<net>[,<net>] one network name ("tcp", "udp", ...) per listener
+//
+// and these descriptors:
+//
+//	fd 3 (FDStatus)         the child's end of an AF_UNIX stream socketpair
+//	fd 4.. (FDFirstListener) the listening sockets, in the order of PREFORK_LISTENERS
+//
+// The listeners are non-blocking: the master sets O_NONBLOCK once, before the
+// first child starts, and nobody changes it afterwards (the flag belongs to
+// the socket that every child shares, not to one process).
+//
+// # Status records
+//
+// Each record is RecordSize bytes: the protocol version, a Kind, two zero
+// bytes and a big-endian uint32 (the child's count of requests served).
+// Children send Idle, Busy and Retiring; the master sends Retire. End of file
+// on the socket means the peer is gone: for the master, that the child died;
+// for the child, that the master died.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Version is the protocol version. A child refuses to run for a master that
+// speaks another one, which can only happen if binaries are mixed.
+const Version = 1
+
+// Environment variables and descriptor numbers of the handover.
+const (
+	EnvChild     = "PREFORK_CHILD"
+	EnvMasterPID = "PREFORK_MASTER_PID"
+	EnvListeners = "PREFORK_LISTENERS"
+
+	FDStatus        = 3
+	FDFirstListener = 4
+)
+
+// RecordSize is the size in bytes of every status record.
+const RecordSize = 8
+
+// Kind says what a record reports or asks.
+type Kind uint8
+
+// Record kinds. The zero Kind is invalid so that a zeroed buffer never
+// decodes as a record.
+const (
+	// Idle: the child waits for a request. The first Idle says the child
+	// has initialized and is ready.
+	Idle Kind = iota + 1
+	// Busy: the child has taken a request.
+	Busy
+	// Retiring: the child takes no more requests and is about to exit
+	// (it reached its request limit, or was asked to stop).
+	Retiring
+	// Retire is sent by the master: stop taking requests, finish the
+	// current one, exit.
+	Retire
+	maxKind = Retire
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Idle:
+		return "idle"
+	case Busy:
+		return "busy"
+	case Retiring:
+		return "retiring"
+	case Retire:
+		return "retire"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Record is one decoded status message.
+type Record struct {
+	Kind   Kind
+	Served uint32 // requests the child has finished so far
+}
+
+// ErrMalformed is returned for bytes that are not a valid record.
+var ErrMalformed = errors.New("wire: malformed status record")
+
+// Encode writes r into b, which must hold RecordSize bytes, and returns the
+// encoded slice.
+func Encode(b *[RecordSize]byte, r Record) []byte {
+	b[0] = Version
+	b[1] = byte(r.Kind)
+	b[2], b[3] = 0, 0
+	binary.BigEndian.PutUint32(b[4:], r.Served)
+	return b[:]
+}
+
+// Decode parses one record from exactly RecordSize bytes.
+func Decode(b []byte) (Record, error) {
+	if len(b) != RecordSize {
+		return Record{}, fmt.Errorf("%w: %d bytes, want %d", ErrMalformed, len(b), RecordSize)
+	}
+	if b[0] != Version {
+		return Record{}, fmt.Errorf("%w: version %d, want %d", ErrMalformed, b[0], Version)
+	}
+	k := Kind(b[1])
+	if k == 0 || k > maxKind {
+		return Record{}, fmt.Errorf("%w: unknown kind %d", ErrMalformed, b[1])
+	}
+	if b[2] != 0 || b[3] != 0 {
+		return Record{}, fmt.Errorf("%w: reserved bytes set", ErrMalformed)
+	}
+	return Record{Kind: k, Served: binary.BigEndian.Uint32(b[4:])}, nil
+}
+
+// Reader decodes a stream of records, reading as many as are available with
+// each read so that a busy peer costs one read per batch, not per record.
+type Reader struct {
+	r   io.Reader
+	buf [64 * RecordSize]byte
+	beg int // first undecoded byte
+	end int // end of the bytes read
+}
+
+// NewReader returns a Reader of the records in r.
+func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
+
+// Next returns the next record. It returns io.EOF at a clean end of stream,
+// io.ErrUnexpectedEOF if the stream ends inside a record, and an error
+// wrapping ErrMalformed for bytes that are not a record.
+func (r *Reader) Next() (Record, error) {
+	for r.end-r.beg < RecordSize {
+		if r.beg > 0 {
+			r.end = copy(r.buf[:], r.buf[r.beg:r.end])
+			r.beg = 0
+		}
+		n, err := r.r.Read(r.buf[r.end:])
+		r.end += n
+		if n > 0 {
+			continue
+		}
+		if err == io.EOF && r.end > 0 {
+			return Record{}, io.ErrUnexpectedEOF
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return Record{}, err
+	}
+	rec, err := Decode(r.buf[r.beg : r.beg+RecordSize])
+	r.beg += RecordSize
+	return rec, err
+}

@@ -1,0 +1,131 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	for _, rec := range []Record{
+		{Kind: Idle}, {Kind: Busy, Served: 1}, {Kind: Retiring, Served: 1<<32 - 1}, {Kind: Retire},
+	} {
+		var b [RecordSize]byte
+		got, err := Decode(Encode(&b, rec))
+		require.NoError(t, err)
+		assert.Equal(t, rec, got)
+	}
+}
+
+func TestDecodeRejectsMalformed(t *testing.T) {
+	valid := func() []byte { var b [RecordSize]byte; return Encode(&b, Record{Kind: Busy, Served: 7}) }
+	cases := map[string]func([]byte) []byte{
+		"short":         func(b []byte) []byte { return b[:RecordSize-1] },
+		"long":          func(b []byte) []byte { return append(b, 0) },
+		"empty":         func([]byte) []byte { return nil },
+		"zero":          func([]byte) []byte { return make([]byte, RecordSize) },
+		"version":       func(b []byte) []byte { b[0] = Version + 1; return b },
+		"kind zero":     func(b []byte) []byte { b[1] = 0; return b },
+		"kind unknown":  func(b []byte) []byte { b[1] = byte(maxKind) + 1; return b },
+		"reserved byte": func(b []byte) []byte { b[3] = 1; return b },
+	}
+	for name, mangle := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Decode(mangle(valid()))
+			assert.ErrorIs(t, err, ErrMalformed)
+		})
+	}
+}
+
+// oneByteReader returns at most one byte per Read, as a stream socket may.
+type oneByteReader struct{ r io.Reader }
+
+func (o oneByteReader) Read(p []byte) (int, error) { return o.r.Read(p[:min(len(p), 1)]) }
+
+func TestReaderStream(t *testing.T) {
+	var stream bytes.Buffer
+	var want []Record
+	for i := range 200 { // more than one buffer's worth
+		rec := Record{Kind: Kind(i%int(maxKind)) + 1, Served: uint32(i)}
+		var b [RecordSize]byte
+		stream.Write(Encode(&b, rec))
+		want = append(want, rec)
+	}
+	for name, src := range map[string]io.Reader{
+		"whole":    bytes.NewReader(stream.Bytes()),
+		"one byte": oneByteReader{bytes.NewReader(stream.Bytes())},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := NewReader(src)
+			for _, w := range want {
+				got, err := r.Next()
+				require.NoError(t, err)
+				require.Equal(t, w, got)
+			}
+			_, err := r.Next()
+			assert.Equal(t, io.EOF, err)
+		})
+	}
+}
+
+func TestReaderTruncated(t *testing.T) {
+	var b [RecordSize]byte
+	r := NewReader(bytes.NewReader(Encode(&b, Record{Kind: Idle})[:5]))
+	_, err := r.Next()
+	assert.Equal(t, io.ErrUnexpectedEOF, err)
+}
+
+func TestReaderMalformedThenGoesOn(t *testing.T) {
+	var b [RecordSize]byte
+	data := append(bytes.Repeat([]byte{0xff}, RecordSize), Encode(&b, Record{Kind: Busy, Served: 3})...)
+	r := NewReader(bytes.NewReader(data))
+	_, err := r.Next()
+	require.ErrorIs(t, err, ErrMalformed)
+	got, err := r.Next()
+	require.NoError(t, err)
+	assert.Equal(t, Record{Kind: Busy, Served: 3}, got)
+}
+
+func FuzzDecode(f *testing.F) {
+	var b [RecordSize]byte
+	f.Add(Encode(&b, Record{Kind: Idle, Served: 1}))
+	f.Add([]byte{})
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rec, err := Decode(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		var out [RecordSize]byte
+		if !bytes.Equal(Encode(&out, rec), data) {
+			t.Fatalf("decoded %+v does not re-encode to %x", rec, data)
+		}
+	})
+}
+
+func FuzzReader(f *testing.F) {
+	var b [RecordSize]byte
+	f.Add(append(Encode(&b, Record{Kind: Idle}), 1, 2))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data))
+		for i := 0; ; i++ {
+			if i > len(data) {
+				t.Fatal("reader did not stop")
+			}
+			_, err := r.Next()
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return
+			}
+			if err != nil && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("unexpected error %v", err)
+			}
+		}
+	})
+}

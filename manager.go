@@ -1,0 +1,545 @@
+package prefork
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prefork-go/prefork/internal/sys"
+	"github.com/prefork-go/prefork/internal/wire"
+)
+
+// A Manager runs a prefork server. Configure it, then call Run. Every field
+// is optional but NewChild and Addr; zero selects the default. Run never
+// writes to the Manager.
+type Manager struct {
+	// Network is "tcp" (the default: IPv4 and IPv6), "tcp4" or "tcp6".
+	Network string
+	// Addr is the host:port to listen on. Port 0 picks a free port;
+	// ManagerHooks.PostBind receives the bound address.
+	Addr string
+	// Backlog is the length of the listen queue. Zero means SOMAXCONN;
+	// the system caps it (on Linux at net.core.somaxconn).
+	Backlog int
+
+	// MinServers is the least number of children (default 5) and
+	// MaxServers the most (default 20).
+	MinServers, MaxServers int
+	// MinSpareServers is the least number of idle children (default 2):
+	// when fewer are idle, the master starts more at once, up to
+	// MaxServers. MaxSpareServers is the most (default 10): surplus idle
+	// children are retired once a second, never below MinServers.
+	MinSpareServers, MaxSpareServers int
+	// MaxRequests is how many requests a child serves before it exits and
+	// is replaced. Zero means no limit. Denied requests count.
+	MaxRequests int
+
+	// ShutdownTimeout bounds a graceful stop (default 30s): when it has
+	// run out, children's request contexts are cancelled, and a second
+	// later the children that are left are killed.
+	ShutdownTimeout time.Duration
+
+	// Logger receives the master's and the children's logs. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+
+	// NewChild returns the Child that serves requests in a child process.
+	// It is called once in each child, never in the master.
+	NewChild func() Child
+
+	// Hooks are the master's lifecycle hooks.
+	Hooks ManagerHooks
+}
+
+// Run runs the prefork server and blocks until it stops.
+//
+// In the master, Run checks the configuration (an error wrapping
+// ErrInvalidConfig says what to change), binds the listener, starts the
+// children and keeps the pool sized. A SIGINT or SIGTERM, or the
+// cancellation of ctx, stops it gracefully; Run then returns nil once every
+// child has exited and the listener is closed. Otherwise Run returns why it
+// could not go on: a hook's error, a listen error, or ErrChildStart.
+//
+// In a child, Run serves requests and returns when the child is done: nil
+// after a normal end, the error of Child.Initialize if it failed,
+// ErrMasterGone if the master died. The program should then exit.
+func (m *Manager) Run(ctx context.Context) error {
+	cfg, err := m.config()
+	if err != nil {
+		return err
+	}
+	if inherited != nil {
+		return runChild(ctx, cfg, inherited)
+	}
+	return runMaster(ctx, cfg)
+}
+
+// killGrace is how long after ShutdownTimeout a child may take to return
+// from its cancelled request before it is killed.
+const killGrace = time.Second
+
+// retireInterval paces the retirement of surplus idle children, so that a
+// pool does not shrink and grow again with every ripple of load.
+const retireInterval = time.Second
+
+// Start-up failures: a child that exits before it is ready makes the
+// master wait before the next start, doubling the wait each time; if no
+// child has ever become ready after maxStartFailures such exits, Run gives
+// up with ErrChildStart.
+const (
+	firstBackoff     = 50 * time.Millisecond
+	maxBackoff       = 5 * time.Second
+	maxStartFailures = 5
+)
+
+// child is the master's record of one child process.
+type child struct {
+	pid    int
+	cmd    *exec.Cmd
+	status *os.File  // the master's end of the status socket
+	state  wire.Kind // 0 until the child is ready, then the last record
+	served uint32
+	retire bool // Retire was sent
+}
+
+func (c *child) idle() bool   { return c.state == 0 || c.state == wire.Idle }
+func (c *child) active() bool { return c.state != wire.Retiring && !c.retire }
+
+// event is what a child's watcher goroutine reports to the master's loop.
+type event struct {
+	pid    int
+	rec    wire.Record
+	bad    error // a malformed record
+	exited bool
+	err    error // how the child exited, when exited
+}
+
+type master struct {
+	cfg      config
+	log      *slog.Logger
+	ctx      context.Context
+	listener *os.File
+	exe      string
+	env      []string
+	spawner  *spawner
+	children map[int]*child
+	events   chan event
+	watchers sync.WaitGroup
+
+	everReady bool
+	failures  int       // start-up failures in a row
+	nextSpawn time.Time // no start before this, after start-up failures
+	stopping  bool
+	stopErr   error // what Run returns
+}
+
+func runMaster(ctx context.Context, cfg config) (err error) {
+	ms := &master{
+		cfg:      cfg,
+		log:      cfg.logger,
+		ctx:      ctx,
+		children: make(map[int]*child),
+		events:   make(chan event, 64),
+	}
+	hooks := cfg.hooks
+	if err := callHook("PreBind", hooks.PreBind, ctx); err != nil {
+		return err
+	}
+	listener, addr, err := sys.Listen(cfg.network, cfg.addr, cfg.backlog)
+	if err != nil {
+		return fmt.Errorf("prefork: listen on %s %s: %w", cfg.network, cfg.addr, err)
+	}
+	ms.listener = listener
+	defer listener.Close()
+	if hooks.PostBind != nil {
+		if err := hooks.PostBind(ctx, addr); err != nil {
+			return fmt.Errorf("prefork: PostBind hook: %w", err)
+		}
+	}
+	ms.log.Info("prefork: listening", "network", cfg.network, "addr", addr.String(), "pid", os.Getpid())
+
+	if err := callHook("PreSignalSetup", hooks.PreSignalSetup, ctx); err != nil {
+		return err
+	}
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(signals)
+	if err := callHook("PostSignalSetup", hooks.PostSignalSetup, ctx); err != nil {
+		return err
+	}
+
+	if ms.exe, err = sys.Executable(); err != nil {
+		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
+	}
+	ms.env = childEnv(cfg.network)
+	ms.spawner = startSpawner()
+	defer ms.spawner.stop()
+
+	if err := callHook("PreInitChildren", hooks.PreInitChildren, ctx); err != nil {
+		return err
+	}
+	return ms.loop(signals)
+}
+
+func callHook(name string, hook func(context.Context) error, ctx context.Context) error {
+	if hook == nil {
+		return nil
+	}
+	if err := hook(ctx); err != nil {
+		return fmt.Errorf("prefork: %s hook: %w", name, err)
+	}
+	return nil
+}
+
+// childEnv is the master's environment with the handover variables.
+func childEnv(network string) []string {
+	env := []string{
+		wire.EnvChild + "=" + strconv.Itoa(wire.Version),
+		wire.EnvMasterPID + "=" + strconv.Itoa(os.Getpid()),
+		wire.EnvListeners + "=" + network,
+	}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PREFORK_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// loop keeps the pool sized until a stop is complete. It owns all of the
+// master's state: the watchers and the spawner only send it events.
+func (ms *master) loop(signals <-chan os.Signal) error {
+	hooks := ms.cfg.hooks
+	retireTick := time.NewTicker(retireInterval)
+	defer retireTick.Stop()
+	var killTimer, spawnTimer <-chan time.Time
+	ctxDone := ms.ctx.Done()
+	initialized := false
+
+	for !ms.stopping || len(ms.children) > 0 {
+		spawnTimer = ms.scale(spawnTimer)
+		if !initialized && !ms.stopping && ms.ready() >= ms.cfg.minServers {
+			initialized = true
+			ms.log.Debug("prefork: pool ready", "children", len(ms.children))
+			err := callHook("PostInitChildren", hooks.PostInitChildren, ms.ctx)
+			if err == nil {
+				err = callHook("PreLoop", hooks.PreLoop, ms.ctx)
+			}
+			if err != nil {
+				ms.stop(StopNow, err)
+				continue
+			}
+		}
+		select {
+		case ev := <-ms.events:
+			ms.handle(ev)
+		case sig := <-signals:
+			decide := hooks.Signal
+			if decide == nil {
+				decide = DefaultSignal
+			}
+			action := decide(sig, ms.stopping)
+			ms.log.Info("prefork: signal", "signal", sig.String(), "action", action.String())
+			ms.stop(action, nil)
+		case <-ctxDone:
+			ctxDone = nil
+			ms.log.Info("prefork: context done, stopping", "cause", context.Cause(ms.ctx))
+			ms.stop(StopGracefully, nil)
+		case <-retireTick.C:
+			ms.retireSurplus()
+		case <-spawnTimer:
+			spawnTimer = nil
+		case <-killTimer:
+			ms.log.Warn("prefork: children still running after ShutdownTimeout; killing them", "children", len(ms.children))
+			ms.killAll()
+		}
+		if ms.stopping && killTimer == nil {
+			killTimer = time.After(ms.cfg.shutdownTimeout + killGrace)
+		}
+	}
+	ms.watchers.Wait()
+	if hooks.PreServerClose != nil {
+		hooks.PreServerClose(context.WithoutCancel(ms.ctx))
+	}
+	ms.log.Info("prefork: stopped")
+	return ms.stopErr
+}
+
+func (a SignalAction) String() string {
+	switch a {
+	case Continue:
+		return "continue"
+	case StopGracefully:
+		return "stop gracefully"
+	case StopNow:
+		return "stop now"
+	}
+	return "SignalAction(" + strconv.Itoa(int(a)) + ")"
+}
+
+// stop begins a stop, or escalates one to StopNow. err, if not nil and no
+// error was recorded before, is what Run will return.
+func (ms *master) stop(action SignalAction, err error) {
+	if ms.stopErr == nil {
+		ms.stopErr = err
+	}
+	switch action {
+	case StopGracefully:
+		if !ms.stopping {
+			ms.stopping = true
+			for _, c := range ms.children {
+				ms.sendRetire(c)
+			}
+		}
+	case StopNow:
+		ms.stopping = true
+		ms.killAll()
+	}
+}
+
+func (ms *master) killAll() {
+	for _, c := range ms.children {
+		c.cmd.Process.Kill()
+	}
+}
+
+// ready counts the children that have reported idle or busy.
+func (ms *master) ready() int {
+	n := 0
+	for _, c := range ms.children {
+		if c.state != 0 && c.active() {
+			n++
+		}
+	}
+	return n
+}
+
+// scale starts the children the pool lacks: enough to reach MinServers and
+// MinSpareServers idle ones (a starting child counts as idle), up to
+// MaxServers. After start-up failures it starts one at a time, paced by the
+// back-off; it returns the timer that ends the current back-off.
+func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
+	if ms.stopping {
+		return nil
+	}
+	active, idle := 0, 0
+	for _, c := range ms.children {
+		if c.active() {
+			active++
+			if c.idle() {
+				idle++
+			}
+		}
+	}
+	n := min(max(ms.cfg.minServers-active, ms.cfg.minSpare-idle), ms.cfg.maxServers-active)
+	if n <= 0 {
+		return timer
+	}
+	if ms.failures > 0 {
+		if wait := time.Until(ms.nextSpawn); wait > 0 {
+			if timer == nil {
+				timer = time.After(wait)
+			}
+			return timer
+		}
+		if idle > 0 { // a child is starting: wait for it to be ready or fail
+			return timer
+		}
+		n = 1
+	}
+	for range n {
+		if err := ms.spawn(); err != nil {
+			ms.log.Error("prefork: cannot start a child", "err", err)
+			ms.startFailed(err)
+			return nil
+		}
+	}
+	return timer
+}
+
+// startFailed records a child that did not come up, and gives up if none
+// ever has.
+func (ms *master) startFailed(cause error) {
+	ms.failures++
+	if !ms.everReady && ms.failures >= maxStartFailures {
+		ms.log.Error("prefork: children keep failing to start; giving up", "failures", ms.failures, "last", cause)
+		ms.stop(StopNow, fmt.Errorf("%w: %d in a row, the last: %w", ErrChildStart, ms.failures, cause))
+		return
+	}
+	wait := min(firstBackoff<<(ms.failures-1), maxBackoff)
+	ms.nextSpawn = time.Now().Add(wait)
+	ms.log.Warn("prefork: waiting before starting another child", "wait", wait, "failures", ms.failures)
+}
+
+func (ms *master) spawn() error {
+	status, childStatus, err := sys.Socketpair()
+	if err != nil {
+		return err
+	}
+	cmd := &exec.Cmd{
+		Path:        ms.exe,
+		Args:        os.Args,
+		Env:         ms.env,
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		ExtraFiles:  []*os.File{childStatus, ms.listener}, // fds 3 and 4
+		SysProcAttr: sys.ChildAttr(syscall.SIGTERM),
+	}
+	err = ms.spawner.start(cmd)
+	childStatus.Close() // or the master would never see EOF from the child
+	if err != nil {
+		status.Close()
+		return err
+	}
+	c := &child{pid: cmd.Process.Pid, cmd: cmd, status: status}
+	ms.children[c.pid] = c
+	ms.log.Debug("prefork: child started", "pid", c.pid)
+	ms.watchers.Add(1)
+	go ms.watch(c)
+	return nil
+}
+
+// watch reads a child's status records until the child closes its end,
+// then reaps it.
+func (ms *master) watch(c *child) {
+	defer ms.watchers.Done()
+	r := wire.NewReader(c.status)
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, wire.ErrMalformed) {
+			ms.events <- event{pid: c.pid, bad: err}
+			continue
+		}
+		if err != nil {
+			break
+		}
+		ms.events <- event{pid: c.pid, rec: rec}
+	}
+	err := c.cmd.Wait()
+	ms.events <- event{pid: c.pid, exited: true, err: err}
+}
+
+func (ms *master) handle(ev event) {
+	c := ms.children[ev.pid]
+	switch {
+	case c == nil:
+	case ev.exited:
+		ms.exited(c, ev.err)
+	case ev.bad != nil:
+		ms.log.Error("prefork: child sent a malformed status record; killing it", "pid", c.pid, "err", ev.bad)
+		c.cmd.Process.Kill()
+	case ev.rec.Kind == wire.Retire:
+		ms.log.Error("prefork: child sent a master's record; killing it", "pid", c.pid)
+		c.cmd.Process.Kill()
+	default:
+		if c.state == 0 {
+			ms.everReady = true
+			ms.failures = 0
+			ms.log.Debug("prefork: child ready", "pid", c.pid)
+			if ms.stopping {
+				ms.sendRetire(c)
+			}
+		}
+		c.state, c.served = ev.rec.Kind, ev.rec.Served
+	}
+}
+
+func (ms *master) exited(c *child, err error) {
+	delete(ms.children, c.pid)
+	c.status.Close()
+	how := "exit status 0"
+	if err != nil {
+		how = err.Error()
+	}
+	switch {
+	case c.state == 0 && !ms.stopping:
+		ms.log.Warn("prefork: child exited before it was ready", "pid", c.pid, "how", how)
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		ms.startFailed(fmt.Errorf("child %d: %w", c.pid, err))
+	case err != nil && !c.retire && !ms.stopping:
+		ms.log.Warn("prefork: child died", "pid", c.pid, "how", how, "served", c.served)
+	default:
+		ms.log.Debug("prefork: child exited", "pid", c.pid, "how", how, "served", c.served)
+	}
+}
+
+// retireSurplus asks idle children above MaxSpareServers to exit, keeping
+// at least MinServers.
+func (ms *master) retireSurplus() {
+	if ms.stopping {
+		return
+	}
+	active, idle := 0, 0
+	for _, c := range ms.children {
+		if c.active() {
+			active++
+			if c.state == wire.Idle {
+				idle++
+			}
+		}
+	}
+	n := min(idle-ms.cfg.maxSpare, active-ms.cfg.minServers)
+	for _, c := range ms.children {
+		if n <= 0 {
+			break
+		}
+		if c.active() && c.state == wire.Idle {
+			ms.sendRetire(c)
+			n--
+		}
+	}
+}
+
+func (ms *master) sendRetire(c *child) {
+	if c.retire {
+		return
+	}
+	c.retire = true
+	var b [wire.RecordSize]byte
+	// A child that cannot be told (it just died) is reaped all the same.
+	c.status.Write(wire.Encode(&b, wire.Record{Kind: wire.Retire}))
+}
+
+// spawner starts every child from one goroutine locked to its OS thread
+// for as long as the master runs, because Linux sends a child its
+// parent-death signal when the thread that started it exits, not the
+// process.
+type spawner struct {
+	cmds chan *exec.Cmd
+	errs chan error
+	done chan struct{}
+}
+
+func startSpawner() *spawner {
+	s := &spawner{cmds: make(chan *exec.Cmd), errs: make(chan error), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		for cmd := range s.cmds {
+			s.errs <- cmd.Start()
+		}
+	}()
+	return s
+}
+
+func (s *spawner) start(cmd *exec.Cmd) error {
+	s.cmds <- cmd
+	return <-s.errs
+}
+
+func (s *spawner) stop() {
+	close(s.cmds)
+	<-s.done
+}

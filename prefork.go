@@ -1,0 +1,170 @@
+// Package prefork runs a pool of child processes that serve network requests
+// one at a time each, as Apache's prefork MPM, Perl's Net::Server::PreFork and
+// the Python library py-prefork-server do.
+//
+// A program configures a Manager and calls Run. In the master process, Run
+// binds the listening socket, then starts children by executing the program
+// again, with the same arguments, handing each child the socket. In each
+// child, the same call to Run finds that it runs in a child and serves
+// requests instead: it calls the Child hooks and returns when the child is
+// done. So the code before Run runs in every process, the master and each
+// child; guard code that must run only once with IsChild.
+//
+//	type echo struct{}
+//
+//	func (echo) ProcessRequest(ctx context.Context, r *prefork.Request) error {
+//		_, err := io.Copy(r.Conn, r.Conn)
+//		return err
+//	}
+//
+//	func main() {
+//		m := &prefork.Manager{Addr: "127.0.0.1:9000", NewChild: func() prefork.Child { return echo{} }}
+//		if err := m.Run(context.Background()); err != nil {
+//			log.Fatal(err)
+//		}
+//	}
+//
+// # The pool
+//
+// Each child tells the master over a socketpair when it becomes busy and
+// idle again. The master keeps between MinServers and MaxServers children,
+// and between MinSpareServers and MaxSpareServers of them idle: it starts
+// children as soon as idle ones run short, and retires surplus idle ones
+// once a second. A child exits after MaxRequests requests and is replaced.
+// A child that dies in any way is replaced; the master itself runs no user
+// code but its hooks.
+//
+// Children wait for connections without waking each other: on Linux each
+// child waits in its own epoll set with EPOLLEXCLUSIVE, so the kernel wakes
+// one idle child per connection. Elsewhere every idle child wakes and one of
+// them wins the accept.
+//
+// # Stopping
+//
+// SIGINT, SIGTERM and the cancellation of Run's context stop the pool
+// gracefully: children stop taking requests, finish the ones they have, and
+// exit; after Manager.ShutdownTimeout the remaining ones are killed. A second
+// SIGINT or SIGTERM stops at once. SIGHUP is logged and otherwise ignored;
+// ManagerHooks.Signal changes what each signal does. A child that receives
+// SIGINT or SIGTERM itself (a terminal's ^C, or systemd, reach the whole
+// process group) finishes its request and exits too.
+//
+// Children never outlive the master: on Linux the kernel sends them SIGTERM
+// when the master dies (they finish the request in hand, within
+// ShutdownTimeout), and everywhere they notice the end of their status
+// socket.
+//
+// # Platforms
+//
+// prefork needs a Unix system. Linux is the supported target: the exclusive
+// wake-up of one child per connection, the parent-death signal and the
+// re-execution of the master's own binary file through /proc/self/exe are
+// Linux-only. The package builds on macOS and the BSDs, where children poll
+// the listener (all idle children wake for each connection), notice a dead
+// master only through their status socket, and a respawn runs the file at
+// the program's path.
+package prefork
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/prefork-go/prefork/internal/sys"
+	"github.com/prefork-go/prefork/internal/wire"
+)
+
+// Errors returned by Run. Each is wrapped with details; test for them with
+// errors.Is.
+var (
+	// ErrInvalidConfig: a Manager field has a value that cannot work. The
+	// message names the field and what to change. Nothing was started.
+	ErrInvalidConfig = errors.New("prefork: invalid configuration")
+	// ErrChildStart: children exit before they are ready, again and again,
+	// and none has ever become ready, so the master gives up. Each child
+	// logs its own error; the master's error carries the last exit status.
+	ErrChildStart = errors.New("prefork: children fail to start")
+	// ErrMasterGone is returned by Run in a child whose master has died.
+	ErrMasterGone = errors.New("prefork: master process is gone")
+)
+
+// Request is one request given to a Child: for TCP, one accepted connection.
+type Request struct {
+	// Conn is the accepted connection. The child closes it after
+	// ProcessRequest (or RequestDenied) returns.
+	Conn net.Conn
+	// RemoteAddr is the client's address.
+	RemoteAddr net.Addr
+	// Network is the listener's network: "tcp", "tcp4" or "tcp6".
+	Network string
+	// Served counts the requests this child process finished before this one.
+	Served int
+
+	stopping <-chan struct{}
+}
+
+// Stopping returns a channel that is closed when the child begins a graceful
+// stop. A handler that serves a long-lived connection can watch it to end at
+// a clean point; ProcessRequest's ctx is cancelled only later, when the child
+// must stop now.
+func (r *Request) Stopping() <-chan struct{} { return r.stopping }
+
+// IsChild reports whether this process is a prefork child, started by a
+// master. Code before Manager.Run runs in the master and in every child; use
+// IsChild to keep some of it to the master (or to children).
+func IsChild() bool { return inherited != nil }
+
+// inherited is what a child received from its master, read and removed from
+// the environment when the package initializes, so that programs the child
+// starts are not taken for children. It is nil in the master. This is the
+// only package-level state.
+var inherited = takeHandover()
+
+type handover struct {
+	masterPID int
+	status    *os.File
+	listeners []listenerFD
+	err       error // a handover that cannot be used; Run returns it
+}
+
+type listenerFD struct {
+	network string
+	fd      int
+}
+
+func takeHandover() *handover {
+	version, ok := os.LookupEnv(wire.EnvChild)
+	if !ok {
+		return nil
+	}
+	pid, networks := os.Getenv(wire.EnvMasterPID), os.Getenv(wire.EnvListeners)
+	for _, env := range []string{wire.EnvChild, wire.EnvMasterPID, wire.EnvListeners} {
+		os.Unsetenv(env)
+	}
+	h := &handover{}
+	if version != strconv.Itoa(wire.Version) {
+		h.err = errors.New("prefork: child started by a master of another protocol version " + version)
+		return h
+	}
+	var err error
+	if h.masterPID, err = strconv.Atoi(pid); err != nil {
+		h.err = errors.New("prefork: bad " + wire.EnvMasterPID + " in a child's environment")
+		return h
+	}
+	if err := sys.Inherited(wire.FDStatus); err != nil {
+		h.err = err
+		return h
+	}
+	h.status = os.NewFile(wire.FDStatus, "prefork-status")
+	for i, network := range strings.Split(networks, ",") {
+		fd := wire.FDFirstListener + i
+		if err := sys.Inherited(fd); err != nil {
+			h.err = err
+			return h
+		}
+		h.listeners = append(h.listeners, listenerFD{network: network, fd: fd})
+	}
+	return h
+}
