@@ -24,7 +24,6 @@ type worker struct {
 	child    Child
 	listener listenerFD
 	status   *os.File
-	records  *wire.Reader // from the master
 	wake     *sys.Wakeup
 	poller   *sys.Poller
 
@@ -52,7 +51,6 @@ func runChild(ctx context.Context, cfg config, h *handover) error {
 	}
 	status := h.status
 	h.status = nil
-	defer status.Close()
 	// The parent-death signal covers the window before this check only
 	// on Linux, and only while the master lives: a child that starts after
 	// its master died must not serve.
@@ -78,7 +76,6 @@ func runChild(ctx context.Context, cfg config, h *handover) error {
 		child:    user,
 		listener: ln,
 		status:   status,
-		records:  wire.NewReader(sys.NonblockingReader(status.Fd())),
 		stopping: make(chan struct{}),
 	}
 	w.hardCtx, w.hardStop = context.WithCancel(ctx)
@@ -88,10 +85,14 @@ func runChild(ctx context.Context, cfg config, h *handover) error {
 		return fmt.Errorf("prefork: %w", err)
 	}
 	defer w.wake.Close()
-	if w.poller, err = sys.NewPoller(ln.fd, int(status.Fd()), w.wake.FD()); err != nil {
+	if w.poller, err = sys.NewPoller(ln.fd, w.wake.FD()); err != nil {
 		return fmt.Errorf("prefork: %w", err)
 	}
 	defer w.poller.Close()
+	var reading sync.WaitGroup
+	reading.Go(w.readRecords)
+	defer reading.Wait()
+	defer status.Close() // ends readRecords
 
 	defer w.catchSignals(h.masterPID)()
 	defer context.AfterFunc(ctx, func() { w.beginStop(context.Cause(ctx)) })()
@@ -180,12 +181,9 @@ func (w *worker) serve() error {
 			return nil
 		}
 		w.report(wire.Idle)
-		listenerReady, otherReady, err := w.poller.Wait()
+		listenerReady, _, err := w.poller.Wait()
 		if err != nil {
 			return fmt.Errorf("prefork: %w", err)
-		}
-		if otherReady {
-			w.readRecords()
 		}
 		if !listenerReady {
 			continue
@@ -213,15 +211,17 @@ func (w *worker) serve() error {
 	}
 }
 
-// readRecords handles what the master sent.
+// readRecords handles what the master sends, while the child waits and
+// while it serves, until the status socket is closed.
 func (w *worker) readRecords() {
+	r := wire.NewReader(w.status)
 	for {
-		rec, err := w.records.Next()
+		rec, err := r.Next()
 		switch {
-		case errors.Is(err, syscall.EAGAIN):
-			return
 		case errors.Is(err, wire.ErrMalformed):
 			w.log.Error("prefork: malformed record from the master", "err", err)
+		case errors.Is(err, os.ErrClosed): // the child is done
+			return
 		case err != nil: // end of stream: the master is gone
 			w.beginStop(ErrMasterGone)
 			return
@@ -247,14 +247,16 @@ func (w *worker) report(kind wire.Kind) {
 func (w *worker) handle(conn net.Conn) {
 	r := &Request{Conn: conn, RemoteAddr: conn.RemoteAddr(), Network: w.listener.network, Served: w.served, stopping: w.stopping}
 	ctx := w.hardCtx
-	// A stop that cannot wait any longer unblocks the request's reads
-	// and writes too, for handlers that do not watch ctx.
-	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })()
+	// Once the stop cannot wait any longer, a handler that watches ctx has
+	// half of killGrace to write a last word; then its reads and writes
+	// fail too, for handlers that do not watch ctx, so that the child can
+	// still exit by itself before it is killed.
+	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now().Add(killGrace / 2)) })()
 	defer conn.Close() // again after PostProcessRequest's Close: harmless
 
 	if pa, ok := w.child.(PostAccepter); ok {
 		if err := pa.PostAccept(ctx, r); err != nil {
-			w.log.Warn("prefork: PostAccept", "remote", r.RemoteAddr, "err", err)
+			w.log.Warn("prefork: PostAccept", "remote", r.RemoteAddr.String(), "err", err)
 			return
 		}
 	}
@@ -266,7 +268,7 @@ func (w *worker) handle(conn net.Conn) {
 	}
 	err := w.child.ProcessRequest(ctx, r)
 	if err != nil {
-		w.log.Warn("prefork: request failed", "remote", r.RemoteAddr, "err", err)
+		w.log.Warn("prefork: request failed", "remote", r.RemoteAddr.String(), "err", err)
 	}
 	conn.Close()
 	if pp, ok := w.child.(PostProcessor); ok {

@@ -209,7 +209,8 @@ func childEnv(network string) []string {
 		wire.EnvListeners + "=" + network,
 	}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PREFORK_") {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != wire.EnvChild && name != wire.EnvMasterPID && name != wire.EnvListeners {
 			env = append(env, kv)
 		}
 	}

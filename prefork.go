@@ -153,11 +153,10 @@ func takeHandover() *handover {
 		h.err = errors.New("prefork: bad " + wire.EnvMasterPID + " in a child's environment")
 		return h
 	}
-	if err := sys.Inherited(wire.FDStatus); err != nil {
+	if h.status, err = sys.InheritedStatus(wire.FDStatus); err != nil {
 		h.err = err
 		return h
 	}
-	h.status = os.NewFile(wire.FDStatus, "prefork-status")
 	for i, network := range strings.Split(networks, ",") {
 		fd := wire.FDFirstListener + i
 		if err := sys.Inherited(fd); err != nil {

@@ -8,7 +8,6 @@ package sys
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -131,7 +130,8 @@ func tcpAddrOf(sa unix.Sockaddr) net.Addr {
 
 // Socketpair returns the two ends of a status socket. The master's end is
 // non-blocking, so reading it parks a goroutine instead of a thread; the
-// child's end is blocking, so a child's status write is never dropped.
+// child's end is blocking until the child takes it (see InheritedStatus),
+// so that os/exec passes it on unchanged.
 func Socketpair() (master, child *os.File, err error) {
 	fds, err := socketpair()
 	if err != nil {
@@ -153,6 +153,20 @@ func Inherited(fd int) error {
 	}
 	unix.CloseOnExec(fd)
 	return nil
+}
+
+// InheritedStatus returns the child's end of the status socket, in
+// non-blocking mode so that a goroutine can read it through the netpoller
+// and Close can interrupt that read. The mode is the child's own: each end
+// of a socketpair is a file description of its own.
+func InheritedStatus(fd int) (*os.File, error) {
+	if err := Inherited(fd); err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	return os.NewFile(uintptr(fd), "prefork-status"), nil
 }
 
 // CheckListener verifies that fd is a listening socket in non-blocking mode.
@@ -220,17 +234,3 @@ func (w *Wakeup) Close() {
 	unix.Close(w.w)
 }
 
-// NonblockingReader reads a blocking socket without blocking: Read returns
-// unix.EAGAIN when nothing is waiting, and io.EOF at end of stream.
-type NonblockingReader int
-
-func (fd NonblockingReader) Read(p []byte) (int, error) {
-	n, _, err := unix.Recvfrom(int(fd), p, unix.MSG_DONTWAIT)
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 && len(p) > 0 {
-		return 0, io.EOF
-	}
-	return n, nil
-}

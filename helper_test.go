@@ -1,0 +1,401 @@
+package prefork_test
+
+// The test binary is its own master and children, as in os/exec's tests:
+// a test starts the binary again with PFTEST_HELPER set, TestMain sees it
+// and runs helperMain instead of the tests, helperMain calls Manager.Run,
+// and the children that Run starts (the same binary, with the same
+// environment) reach the same Run and serve. Hooks append one JSON line
+// per call to an event file that the test reads.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prefork-go/prefork"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	envHelper = "PFTEST_HELPER"
+	envConfig = "PFTEST_CONFIG"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envHelper) != "" {
+		os.Exit(helperMain())
+	}
+	os.Exit(m.Run())
+}
+
+// helperConfig is the pool a test asks the helper to run.
+type helperConfig struct {
+	Min, Max, MinSpare, MaxSpare, MaxRequests int
+	ShutdownTimeout                           time.Duration
+	Events                                    string // event file
+	DenySecond                                bool   // AllowDeny refuses a child's second request
+	FailInit                                  bool   // Initialize fails
+}
+
+func helperMain() int {
+	var cfg helperConfig
+	if err := json.Unmarshal([]byte(os.Getenv(envConfig)), &cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "helper: bad config:", err)
+		return 3
+	}
+	if err := newHelperManager(cfg).Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "helper: Run:", err)
+		return 1
+	}
+	return 0
+}
+
+func newHelperManager(cfg helperConfig) *prefork.Manager {
+	rec := recorder{path: cfg.Events, role: "master"}
+	if prefork.IsChild() {
+		rec.role = "child"
+	}
+	hook := func(name string) func(context.Context) error {
+		return func(context.Context) error { rec.add(name, ""); return nil }
+	}
+	return &prefork.Manager{
+		Addr:            "127.0.0.1:0",
+		MinServers:      cfg.Min,
+		MaxServers:      cfg.Max,
+		MinSpareServers: cfg.MinSpare,
+		MaxSpareServers: cfg.MaxSpare,
+		MaxRequests:     cfg.MaxRequests,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		NewChild:        func() prefork.Child { return &testChild{cfg: cfg, rec: rec} },
+		Hooks: prefork.ManagerHooks{
+			PreBind: hook("PreBind"),
+			PostBind: func(_ context.Context, addr net.Addr) error {
+				rec.add("PostBind", addr.String())
+				return nil
+			},
+			PreSignalSetup:   hook("PreSignalSetup"),
+			PostSignalSetup:  hook("PostSignalSetup"),
+			PreInitChildren:  hook("PreInitChildren"),
+			PostInitChildren: hook("PostInitChildren"),
+			PreLoop:          hook("PreLoop"),
+			PreServerClose:   func(context.Context) { rec.add("PreServerClose", "") },
+			Signal: func(sig os.Signal, stopping bool) prefork.SignalAction {
+				rec.add("Signal", sig.String())
+				return prefork.DefaultSignal(sig, stopping)
+			},
+		},
+	}
+}
+
+// recorder appends events to a file shared by the master and its children;
+// O_APPEND keeps each single write whole.
+type recorder struct{ path, role string }
+
+type event struct {
+	PID    int
+	Role   string
+	Hook   string
+	Detail string
+}
+
+func (r recorder) add(hook, detail string) {
+	line, _ := json.Marshal(event{PID: os.Getpid(), Role: r.role, Hook: hook, Detail: detail})
+	f, err := os.OpenFile(r.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		panic(err)
+	}
+}
+
+// testChild serves a line protocol: "pid" answers the child's pid; "sleep D"
+// sleeps D (or until ctx ends) and answers "slept" or "cancelled";
+// "stopping" answers once Request.Stopping is closed; anything else is
+// echoed. It records every hook.
+type testChild struct {
+	cfg helperConfig
+	rec recorder
+}
+
+func (c *testChild) Initialize(context.Context) error {
+	c.rec.add("Initialize", "")
+	if c.cfg.FailInit {
+		return errors.New("initialization refused by the test")
+	}
+	return nil
+}
+
+func (c *testChild) PostAccept(_ context.Context, r *prefork.Request) error {
+	c.rec.add("PostAccept", strconv.Itoa(r.Served))
+	return nil
+}
+
+func (c *testChild) AllowDeny(_ context.Context, r *prefork.Request) bool {
+	c.rec.add("AllowDeny", r.Network)
+	return !(c.cfg.DenySecond && r.Served == 1)
+}
+
+func (c *testChild) RequestDenied(_ context.Context, r *prefork.Request) {
+	c.rec.add("RequestDenied", "")
+	fmt.Fprintln(r.Conn, "denied")
+}
+
+func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) error {
+	c.rec.add("ProcessRequest", r.RemoteAddr.String())
+	in := bufio.NewScanner(r.Conn)
+	for in.Scan() {
+		cmd, arg, _ := strings.Cut(in.Text(), " ")
+		var reply string
+		switch cmd {
+		case "pid":
+			reply = strconv.Itoa(os.Getpid())
+		case "sleep":
+			d, err := time.ParseDuration(arg)
+			if err != nil {
+				return err
+			}
+			select {
+			case <-time.After(d):
+				reply = "slept"
+			case <-ctx.Done():
+				reply = "cancelled"
+			}
+		case "stopping":
+			<-r.Stopping()
+			reply = "stopping"
+		default:
+			reply = in.Text()
+		}
+		if _, err := fmt.Fprintln(r.Conn, reply); err != nil {
+			return err
+		}
+		select {
+		case <-r.Stopping(): // a clean point to end a long-lived connection
+			return nil
+		default:
+		}
+	}
+	return in.Err()
+}
+
+func (c *testChild) PostProcessRequest(_ context.Context, _ *prefork.Request, err error) {
+	c.rec.add("PostProcessRequest", fmt.Sprint(err))
+}
+
+func (c *testChild) Shutdown(_ context.Context, err error) {
+	c.rec.add("Shutdown", fmt.Sprint(err))
+}
+
+// pool is a master started by a test, in a process group of its own.
+type pool struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	events string
+	log    string
+	addr   string
+	done   chan struct{} // closed when the master has exited
+	err    error         // the master's exit, once done is closed
+}
+
+const waitLimit = 15 * time.Second // generous: the race detector on 2 busy cores is slow
+
+func startPool(t *testing.T, cfg helperConfig) *pool {
+	t.Helper()
+	dir := t.TempDir()
+	cfg.Events = filepath.Join(dir, "events")
+	js, err := json.Marshal(cfg)
+	require.NoError(t, err)
+	p := &pool{t: t, events: cfg.Events, log: filepath.Join(dir, "log"), done: make(chan struct{})}
+	logFile, err := os.Create(p.log)
+	require.NoError(t, err)
+	defer logFile.Close()
+
+	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	p.cmd.Env = append(os.Environ(), envHelper+"=1", envConfig+"="+string(js))
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, p.cmd.Start())
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		if t.Failed() {
+			out, _ := os.ReadFile(p.log)
+			t.Logf("master and children's log:\n%s", out)
+		}
+	})
+	p.addr = p.waitEvent("master", "PostBind").Detail
+	return p
+}
+
+// startReady starts a pool and waits until its first children are ready.
+func startReady(t *testing.T, cfg helperConfig) *pool {
+	p := startPool(t, cfg)
+	p.waitEvent("master", "PostInitChildren")
+	return p
+}
+
+func (p *pool) readEvents() []event {
+	data, err := os.ReadFile(p.events)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	require.NoError(p.t, err)
+	var evs []event
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
+		var ev event
+		require.NoError(p.t, json.Unmarshal([]byte(line), &ev), "event line %q", line)
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func (p *pool) waitEvent(role, hook string) event {
+	p.t.Helper()
+	var found event
+	p.waitFor(role+" "+hook+" event", func() bool {
+		for _, ev := range p.readEvents() {
+			if ev.Role == role && ev.Hook == hook {
+				found = ev
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// waitFor polls cond until it holds, failing the test after waitLimit or
+// if the master exits first.
+func (p *pool) waitFor(what string, cond func() bool) {
+	p.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		select {
+		case <-p.done:
+			if cond() {
+				return
+			}
+			p.t.Fatalf("master exited (%v) while waiting for %s", p.err, what)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// wait waits for the master to exit and returns its exit error.
+func (p *pool) wait() error {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(waitLimit):
+		p.t.Fatal("master did not exit")
+		return nil
+	}
+}
+
+func (p *pool) signal(sig syscall.Signal) {
+	require.NoError(p.t, p.cmd.Process.Signal(sig))
+}
+
+// children lists the live (not zombie) children of the master.
+func (p *pool) children() []int {
+	return processes(func(ppid, _ int) bool { return ppid == p.cmd.Process.Pid })
+}
+
+// group lists the live processes of the pool's process group.
+func (p *pool) group() []int {
+	return processes(func(_, pgrp int) bool { return pgrp == p.cmd.Process.Pid })
+}
+
+func processes(match func(ppid, pgrp int) bool) []int {
+	dirs, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) < 3 || fields[0] == "Z" {
+			continue
+		}
+		ppid, _ := strconv.Atoi(fields[1])
+		pgrp, _ := strconv.Atoi(fields[2])
+		if match(ppid, pgrp) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// client is one connection to the pool.
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	in   *bufio.Reader
+}
+
+func (p *pool) dial() *client {
+	p.t.Helper()
+	conn, err := net.DialTimeout("tcp", p.addr, waitLimit)
+	require.NoError(p.t, err)
+	p.t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(2 * waitLimit))
+	return &client{t: p.t, conn: conn, in: bufio.NewReader(conn)}
+}
+
+func (c *client) send(line string) {
+	c.t.Helper()
+	_, err := fmt.Fprintln(c.conn, line)
+	require.NoError(c.t, err)
+}
+
+func (c *client) recv() (string, error) {
+	line, err := c.in.ReadString('\n')
+	return strings.TrimSuffix(line, "\n"), err
+}
+
+func (c *client) ask(line string) string {
+	c.t.Helper()
+	c.send(line)
+	reply, err := c.recv()
+	require.NoError(c.t, err, "reply to %q", line)
+	return reply
+}
+
+// askPID asks a new connection which child serves it.
+func (p *pool) askPID() int {
+	p.t.Helper()
+	c := p.dial()
+	defer c.conn.Close()
+	pid, err := strconv.Atoi(c.ask("pid"))
+	require.NoError(p.t, err)
+	return pid
+}

@@ -1,0 +1,236 @@
+package prefork_test
+
+import (
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prefork-go/prefork"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPoolStartsAtMinServersAndEchoes(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 3, Max: 6, MinSpare: 1, MaxSpare: 5})
+	assert.Len(t, p.children(), 3)
+	c := p.dial()
+	assert.Equal(t, "hello, world", c.ask("hello, world"))
+	assert.Equal(t, "again", c.ask("again"))
+	assert.Len(t, p.children(), 3, "one busy child leaves two idle, above MinSpareServers")
+}
+
+func TestBurstIsServedConcurrentlyThenPoolShrinks(t *testing.T) {
+	t.Parallel()
+	const burst = 8
+	p := startReady(t, helperConfig{Min: 2, Max: 10, MinSpare: 1, MaxSpare: 2})
+
+	// Each client holds its connection, so each needs a child of its own:
+	// all of them are answered only if the pool grows to serve them at once.
+	clients := make([]*client, burst)
+	pids := make([]int, burst)
+	var wg sync.WaitGroup
+	for i := range clients {
+		clients[i] = p.dial()
+		wg.Go(func() {
+			clients[i].send("pid")
+			reply, err := clients[i].recv()
+			if assert.NoError(t, err) {
+				pids[i], _ = strconv.Atoi(reply)
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(pids)
+	assert.Len(t, slices.Compact(slices.Clone(pids)), burst, "every held connection has a child of its own: %v", pids)
+	assert.GreaterOrEqual(t, len(p.children()), burst)
+	assert.LessOrEqual(t, len(p.children()), 10)
+
+	for _, c := range clients {
+		c.conn.Close()
+	}
+	p.waitFor("the pool to shrink to MinServers+MaxSpareServers", func() bool { return len(p.children()) <= 2+2 })
+}
+
+func TestKilledChildIsReplaced(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2})
+	victim := p.askPID()
+	require.NoError(t, syscall.Kill(victim, syscall.SIGKILL))
+	p.waitFor("a replacement child", func() bool {
+		kids := p.children()
+		return len(kids) == 2 && !slices.Contains(kids, victim)
+	})
+	for range 4 {
+		assert.NotEqual(t, victim, p.askPID())
+	}
+	select {
+	case <-p.done:
+		t.Fatalf("master exited: %v", p.err)
+	default:
+	}
+}
+
+func TestMaxRequestsRetiresChildren(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2, MaxRequests: 3})
+	served := map[int]int{}
+	const requests = 21
+	for range requests {
+		served[p.askPID()]++
+	}
+	for pid, n := range served {
+		assert.LessOrEqual(t, n, 3, "child %d served %d requests", pid, n)
+	}
+	assert.GreaterOrEqual(t, len(served), requests/3)
+}
+
+func TestGracefulStopFinishesRequestInFlight(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2})
+	c := p.dial()
+	c.send("sleep 700ms")
+	p.waitEvent("child", "ProcessRequest")
+	start := time.Now()
+	p.signal(syscall.SIGTERM)
+
+	reply, err := c.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "slept", reply, "the request in flight completes")
+	require.NoError(t, p.wait(), "the master exits cleanly")
+	assert.GreaterOrEqual(t, time.Since(start), 500*time.Millisecond, "the master waited for the request")
+	assert.Empty(t, p.group(), "no process is left")
+	evs := p.readEvents()
+	assert.Equal(t, "PreServerClose", evs[len(evs)-1].Hook)
+}
+
+func TestStoppingIsClosedWhenStopBegins(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1})
+	c := p.dial()
+	c.send("stopping")
+	p.waitEvent("child", "ProcessRequest")
+	p.signal(syscall.SIGTERM)
+	reply, err := c.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "stopping", reply)
+	require.NoError(t, p.wait())
+}
+
+func TestShutdownTimeoutCancelsRequest(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1, ShutdownTimeout: 300 * time.Millisecond})
+	c := p.dial()
+	c.send("sleep 1m")
+	p.waitEvent("child", "ProcessRequest")
+	start := time.Now()
+	p.signal(syscall.SIGTERM)
+	reply, err := c.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "cancelled", reply, "the request's ctx is cancelled at ShutdownTimeout")
+	assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "and not before")
+	require.NoError(t, p.wait())
+	assert.Empty(t, p.group())
+}
+
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1, ShutdownTimeout: time.Hour})
+	c := p.dial()
+	c.send("sleep 1h")
+	p.waitEvent("child", "ProcessRequest")
+	p.signal(syscall.SIGTERM)
+	p.waitEvent("master", "Signal")
+	p.signal(syscall.SIGINT)
+	require.NoError(t, p.wait())
+	_, err := c.recv()
+	assert.Error(t, err, "the request was cut off")
+	assert.Empty(t, p.group())
+}
+
+func TestChildrenExitWhenMasterIsKilled(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 3, Max: 4, MinSpare: 1, MaxSpare: 3})
+	kids := p.children()
+	require.Len(t, kids, 3)
+	require.NoError(t, syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL))
+	<-p.done
+	deadline := time.Now().Add(2 * time.Second)
+	for len(p.group()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.Empty(t, p.group(), "orphaned children: %v", p.group())
+}
+
+func TestHUPCallsHookAndPoolGoesOn(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2})
+	before := p.children()
+	p.signal(syscall.SIGHUP)
+	ev := p.waitEvent("master", "Signal")
+	assert.Equal(t, syscall.SIGHUP.String(), ev.Detail)
+	c := p.dial()
+	assert.Equal(t, "still here", c.ask("still here"))
+	assert.ElementsMatch(t, before, p.children(), "SIGHUP does not touch the children")
+}
+
+func TestHooksAreCalledInOrder(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1, DenySecond: true})
+	pid := p.askPID()
+	c := p.dial()
+	reply, err := c.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "denied", reply, "the second request of the child is denied")
+	_, err = c.recv()
+	assert.Error(t, err, "and closed")
+	assert.Equal(t, pid, p.askPID())
+	p.signal(syscall.SIGTERM)
+	require.NoError(t, p.wait())
+
+	var master, child []string
+	for _, ev := range p.readEvents() {
+		switch {
+		case ev.Role == "master":
+			master = append(master, ev.Hook)
+		case ev.PID == pid:
+			child = append(child, ev.Hook)
+		}
+	}
+	assert.Equal(t, []string{
+		"PreBind", "PostBind", "PreSignalSetup", "PostSignalSetup", "PreInitChildren",
+		"PostInitChildren", "PreLoop", "Signal", "PreServerClose",
+	}, master)
+	assert.Equal(t, []string{
+		"Initialize",
+		"PostAccept", "AllowDeny", "ProcessRequest", "PostProcessRequest",
+		"PostAccept", "AllowDeny", "RequestDenied",
+		"PostAccept", "AllowDeny", "ProcessRequest", "PostProcessRequest",
+		"Shutdown",
+	}, child)
+}
+
+func TestChildrenThatCannotStartStopRun(t *testing.T) {
+	t.Parallel()
+	p := startPool(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2, FailInit: true})
+	err := p.wait()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	assert.Equal(t, 1, exit.ExitCode())
+	log, _ := os.ReadFile(p.log)
+	assert.Contains(t, string(log), prefork.ErrChildStart.Error())
+	assert.Contains(t, string(log), "initialization refused by the test")
+	assert.Empty(t, p.group())
+	inits := 0
+	for _, ev := range p.readEvents() {
+		if ev.Hook == "Initialize" {
+			inits++
+		}
+	}
+	assert.LessOrEqual(t, inits, 6, "the master backs off instead of respawning in a loop")
+}
