@@ -47,6 +47,7 @@ type helperConfig struct {
 	Events                                    string // event file
 	DenySecond                                bool   // AllowDeny refuses a child's second request
 	FailInit                                  bool   // Initialize fails
+	Quiet                                     bool   // log warnings and errors only
 }
 
 func helperMain() int {
@@ -70,6 +71,10 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 	hook := func(name string) func(context.Context) error {
 		return func(context.Context) error { rec.add(name, ""); return nil }
 	}
+	level := slog.LevelDebug
+	if cfg.Quiet {
+		level = slog.LevelWarn
+	}
 	return &prefork.Manager{
 		Addr:            "127.0.0.1:0",
 		MinServers:      cfg.Min,
@@ -78,7 +83,7 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 		MaxSpareServers: cfg.MaxSpare,
 		MaxRequests:     cfg.MaxRequests,
 		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:          slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		NewChild:        func() prefork.Child { return &testChild{cfg: cfg, rec: rec} },
 		Hooks: prefork.ManagerHooks{
 			PreBind: hook("PreBind"),

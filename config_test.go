@@ -1,0 +1,72 @@
+package prefork_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/prefork-go/prefork"
+	"github.com/stretchr/testify/assert"
+)
+
+type nopChild struct{}
+
+func (nopChild) ProcessRequest(context.Context, *prefork.Request) error { return nil }
+
+func TestBadConfigurationIsRefusedBeforeAnythingStarts(t *testing.T) {
+	t.Parallel()
+	newChild := func() prefork.Child { return nopChild{} }
+	cases := map[string]struct {
+		m    prefork.Manager
+		want string // part of the message
+	}{
+		"zero value":          {prefork.Manager{}, "NewChild is nil"},
+		"no NewChild":         {prefork.Manager{Addr: "127.0.0.1:0"}, "NewChild is nil"},
+		"no Addr":             {prefork.Manager{NewChild: newChild}, "Addr is empty"},
+		"no port":             {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1"}, "missing port"},
+		"bad port":            {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1:http-nope"}, "bad port"},
+		"bad network":         {prefork.Manager{NewChild: newChild, Addr: ":0", Network: "sctp"}, `"sctp" is not supported`},
+		"negative MinServers": {prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: -1}, "MinServers is negative"},
+		"negative MaxRequests": {
+			prefork.Manager{NewChild: newChild, Addr: ":0", MaxRequests: -3}, "MaxRequests is negative"},
+		"negative ShutdownTimeout": {
+			prefork.Manager{NewChild: newChild, Addr: ":0", ShutdownTimeout: -1}, "ShutdownTimeout is negative"},
+		"min above max": {
+			prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: 8, MaxServers: 4}, "MinServers (8) is greater than MaxServers (4)"},
+		"min spare above max spare": {
+			prefork.Manager{NewChild: newChild, Addr: ":0", MinSpareServers: 6, MaxSpareServers: 3}, "MinSpareServers (6) is greater than MaxSpareServers (3)"},
+		"min spare above max servers": {
+			prefork.Manager{NewChild: newChild, Addr: ":0", MaxServers: 3, MinSpareServers: 4}, "MinSpareServers (4) is greater than MaxServers (3)"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := c.m.Run(context.Background())
+			assert.ErrorIs(t, err, prefork.ErrInvalidConfig)
+			assert.ErrorContains(t, err, c.want)
+		})
+	}
+}
+
+func TestDefaultsFitTheFieldsThatAreSet(t *testing.T) {
+	t.Parallel()
+	// A MaxServers below the default MinServers lowers that default instead
+	// of failing; this one fails only when it binds an address (from
+	// TEST-NET-1) that no local interface has.
+	m := prefork.Manager{NewChild: func() prefork.Child { return nopChild{} }, Addr: "192.0.2.1:1", MaxServers: 3, MaxSpareServers: 1}
+	err := m.Run(context.Background())
+	assert.Error(t, err)
+	assert.NotErrorIs(t, err, prefork.ErrInvalidConfig)
+	assert.ErrorContains(t, err, "listen")
+}
+
+// The sentinels' texts are part of the API: programs match them in logs.
+func TestSentinelTexts(t *testing.T) {
+	for err, text := range map[error]string{
+		prefork.ErrInvalidConfig: "prefork: invalid configuration",
+		prefork.ErrChildStart:    "prefork: children fail to start",
+		prefork.ErrMasterGone:    "prefork: master process is gone",
+	} {
+		assert.Equal(t, text, err.Error())
+		assert.True(t, errors.Is(err, err))
+	}
+}
