@@ -233,4 +233,3 @@ func (w *Wakeup) Close() {
 	unix.Close(w.r)
 	unix.Close(w.w)
 }
-

@@ -1,0 +1,160 @@
+//go:build unix
+
+package sys
+
+import (
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+func nonblocking(t *testing.T, f *os.File) bool {
+	t.Helper()
+	// SyscallConn does not touch the mode, unlike Fd.
+	raw, err := f.SyscallConn()
+	require.NoError(t, err)
+	var flags int
+	require.NoError(t, raw.Control(func(fd uintptr) {
+		flags, err = unix.FcntlInt(fd, unix.F_GETFL, 0)
+	}))
+	require.NoError(t, err)
+	return flags&unix.O_NONBLOCK != 0
+}
+
+func TestListenBindsNonBlockingSocket(t *testing.T) {
+	f, addr, err := Listen("tcp", "127.0.0.1:0", 16)
+	require.NoError(t, err)
+	defer f.Close()
+	tcp := addr.(*net.TCPAddr)
+	assert.True(t, tcp.IP.Equal(net.IPv4(127, 0, 0, 1)))
+	assert.NotZero(t, tcp.Port, "port 0 is resolved to the bound port")
+	assert.True(t, nonblocking(t, f))
+	require.NoError(t, CheckListener(int(rawFD(t, f))))
+}
+
+func rawFD(t *testing.T, f *os.File) uintptr {
+	raw, err := f.SyscallConn()
+	require.NoError(t, err)
+	var fd uintptr
+	require.NoError(t, raw.Control(func(d uintptr) { fd = d }))
+	return fd
+}
+
+// The invariant the whole design rests on: handing the listener to a child
+// through os/exec does not switch the shared socket to blocking mode.
+func TestStartingAProcessKeepsListenerNonBlocking(t *testing.T) {
+	f, _, err := Listen("tcp", "127.0.0.1:0", 16)
+	require.NoError(t, err)
+	defer f.Close()
+	cmd := exec.Command("/bin/sh", "-c", "exit 0")
+	cmd.ExtraFiles = []*os.File{f}
+	require.NoError(t, cmd.Run())
+	assert.True(t, nonblocking(t, f))
+}
+
+func TestListenErrors(t *testing.T) {
+	_, _, err := Listen("tcp4", "[::1]:0", 16)
+	assert.Error(t, err, "an IPv6 address for tcp4")
+	_, _, err = Listen("tcp", "192.0.2.1:1", 16) // TEST-NET-1: not a local address
+	assert.True(t, errors.Is(err, unix.EADDRNOTAVAIL), "got %v", err)
+	a, addr, err := Listen("tcp", "127.0.0.1:0", 16)
+	require.NoError(t, err)
+	defer a.Close()
+	_, _, err = Listen("tcp", addr.String(), 16)
+	assert.True(t, errors.Is(err, unix.EADDRINUSE), "got %v", err)
+}
+
+func TestListenIPv6(t *testing.T) {
+	if !supportsIPv6() {
+		t.Skip("no IPv6")
+	}
+	f, addr, err := Listen("tcp6", "[::1]:0", 16)
+	if errors.Is(err, unix.EADDRNOTAVAIL) {
+		t.Skip("no ::1")
+	}
+	require.NoError(t, err)
+	defer f.Close()
+	assert.True(t, addr.(*net.TCPAddr).IP.Equal(net.IPv6loopback))
+}
+
+func TestPollerAndAccept(t *testing.T) {
+	f, addr, err := Listen("tcp", "127.0.0.1:0", 16)
+	require.NoError(t, err)
+	defer f.Close()
+	fd := int(rawFD(t, f))
+
+	_, err = Accept(fd)
+	assert.True(t, errors.Is(err, syscall.EAGAIN), "nothing to accept: %v", err)
+
+	wake, err := NewWakeup()
+	require.NoError(t, err)
+	defer wake.Close()
+	p, err := NewPoller(fd, wake.FD())
+	require.NoError(t, err)
+	defer p.Close()
+
+	type result struct{ listener, other bool }
+	wait := func() result {
+		got := make(chan result, 1)
+		go func() {
+			l, o, err := p.Wait()
+			assert.NoError(t, err)
+			got <- result{l, o}
+		}()
+		select {
+		case r := <-got:
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatal("Wait did not return")
+			return result{}
+		}
+	}
+
+	client, err := net.Dial("tcp", addr.String())
+	require.NoError(t, err)
+	defer client.Close()
+	assert.Equal(t, result{listener: true}, wait())
+	conn, err := Accept(fd)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = client.Write([]byte("hi"))
+	require.NoError(t, err)
+	buf := make([]byte, 2)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = conn.Read(buf)
+	require.NoError(t, err)
+	assert.Equal(t, "hi", string(buf), "the accepted connection works through the netpoller")
+
+	wake.Wake()
+	assert.Equal(t, result{other: true}, wait())
+}
+
+func TestSocketpairModes(t *testing.T) {
+	master, child, err := Socketpair()
+	require.NoError(t, err)
+	defer master.Close()
+	defer child.Close()
+	assert.True(t, nonblocking(t, master))
+	assert.False(t, nonblocking(t, child), "the child's end stays blocking until the child takes it")
+	_, err = child.Write([]byte{1, 2, 3})
+	require.NoError(t, err)
+	buf := make([]byte, 3)
+	master.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = master.Read(buf)
+	require.NoError(t, err)
+	assert.Equal(t, []byte{1, 2, 3}, buf)
+}
+
+func TestIsTemporary(t *testing.T) {
+	assert.True(t, IsTemporary(unix.ECONNABORTED))
+	assert.True(t, IsTemporary(os.NewSyscallError("accept", unix.EMFILE)))
+	assert.False(t, IsTemporary(unix.EBADF))
+}
