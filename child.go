@@ -254,26 +254,33 @@ func (w *worker) handle(conn net.Conn) {
 	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now().Add(killGrace / 2)) })()
 	defer conn.Close() // again after PostProcessRequest's Close: harmless
 
+	err := w.process(ctx, r)
+	conn.Close()
+	if pp, ok := w.child.(PostProcessor); ok {
+		pp.PostProcessRequest(ctx, r, err)
+	}
+}
+
+// process runs the hooks between accept and close, and returns why the
+// request ended.
+func (w *worker) process(ctx context.Context, r *Request) error {
 	if pa, ok := w.child.(PostAccepter); ok {
 		if err := pa.PostAccept(ctx, r); err != nil {
 			w.log.Warn("prefork: PostAccept", "remote", r.RemoteAddr.String(), "err", err)
-			return
+			return fmt.Errorf("prefork: PostAccept: %w", err)
 		}
 	}
 	if ad, ok := w.child.(AllowDenier); ok && !ad.AllowDeny(ctx, r) {
 		if rd, ok := w.child.(RequestDenier); ok {
 			rd.RequestDenied(ctx, r)
 		}
-		return
+		return ErrRequestDenied
 	}
 	err := w.child.ProcessRequest(ctx, r)
 	if err != nil {
 		w.log.Warn("prefork: request failed", "remote", r.RemoteAddr.String(), "err", err)
 	}
-	conn.Close()
-	if pp, ok := w.child.(PostProcessor); ok {
-		pp.PostProcessRequest(ctx, r, err)
-	}
+	return err
 }
 
 func (w *worker) shutdown(err error) {

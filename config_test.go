@@ -65,6 +65,7 @@ func TestSentinelTexts(t *testing.T) {
 		prefork.ErrInvalidConfig: "prefork: invalid configuration",
 		prefork.ErrChildStart:    "prefork: children fail to start",
 		prefork.ErrMasterGone:    "prefork: master process is gone",
+		prefork.ErrRequestDenied: "prefork: request denied",
 	} {
 		assert.Equal(t, text, err.Error())
 		assert.True(t, errors.Is(err, err))

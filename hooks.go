@@ -66,9 +66,10 @@ type RequestDenier interface {
 	RequestDenied(ctx context.Context, r *Request)
 }
 
-// PostProcessor is implemented by a Child that wants to act after a request,
-// once its connection is closed, for example to log it. err is what
-// ProcessRequest returned.
+// PostProcessor is implemented by a Child that wants to act after every
+// request, once its connection is closed, for example to log it. err is why
+// the request ended: what ProcessRequest returned, ErrRequestDenied for a
+// request that AllowDeny refused, or the error of PostAccept.
 type PostProcessor interface {
 	PostProcessRequest(ctx context.Context, r *Request, err error)
 }

@@ -209,7 +209,7 @@ func TestHooksAreCalledInOrder(t *testing.T) {
 	assert.Equal(t, []string{
 		"Initialize",
 		"PostAccept", "AllowDeny", "ProcessRequest", "PostProcessRequest",
-		"PostAccept", "AllowDeny", "RequestDenied",
+		"PostAccept", "AllowDeny", "RequestDenied", "PostProcessRequest",
 		"PostAccept", "AllowDeny", "ProcessRequest", "PostProcessRequest",
 		"Shutdown",
 	}, child)

@@ -88,6 +88,9 @@ var (
 	ErrChildStart = errors.New("prefork: children fail to start")
 	// ErrMasterGone is returned by Run in a child whose master has died.
 	ErrMasterGone = errors.New("prefork: master process is gone")
+	// ErrRequestDenied is what PostProcessRequest receives for a request
+	// that AllowDeny refused.
+	ErrRequestDenied = errors.New("prefork: request denied")
 )
 
 // Request is one request given to a Child: for TCP, one accepted connection.

@@ -1,0 +1,128 @@
+package prefork_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/prefork-go/prefork"
+)
+
+type echoChild struct{}
+
+func (echoChild) ProcessRequest(ctx context.Context, r *prefork.Request) error {
+	_, err := io.Copy(r.Conn, r.Conn)
+	return err
+}
+
+// A prefork echo server. The same program runs as the master and as each
+// child: Run tells which it is.
+func ExampleManager() {
+	m := &prefork.Manager{
+		Addr:     "127.0.0.1:9000",
+		NewChild: func() prefork.Child { return echoChild{} },
+	}
+	if err := m.Run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// greeter shows the optional hooks: each is an interface of its own.
+type greeter struct {
+	motd string
+}
+
+// Initialize runs once in each child, before its first request.
+func (g *greeter) Initialize(ctx context.Context) error {
+	b, err := os.ReadFile("/etc/motd")
+	g.motd = string(b)
+	return err
+}
+
+// AllowDeny refuses clients from outside the loopback network.
+func (g *greeter) AllowDeny(ctx context.Context, r *prefork.Request) bool {
+	addr, ok := r.RemoteAddr.(*net.TCPAddr)
+	return ok && addr.IP.IsLoopback()
+}
+
+// RequestDenied tells a refused client why.
+func (g *greeter) RequestDenied(ctx context.Context, r *prefork.Request) {
+	fmt.Fprintln(r.Conn, "go away")
+}
+
+func (g *greeter) ProcessRequest(ctx context.Context, r *prefork.Request) error {
+	_, err := io.WriteString(r.Conn, g.motd)
+	return err
+}
+
+// A Child with optional hooks, and the master's hooks: a SIGHUP reloads the
+// configuration and leaves the rest to the default handling.
+func ExampleManager_hooks() {
+	m := &prefork.Manager{
+		Addr:        "127.0.0.1:9000",
+		MinServers:  2,
+		MaxServers:  50,
+		MaxRequests: 1000,
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		NewChild:    func() prefork.Child { return &greeter{} },
+		Hooks: prefork.ManagerHooks{
+			PostBind: func(ctx context.Context, addr net.Addr) error {
+				log.Printf("serving on %s", addr)
+				return nil
+			},
+			Signal: func(sig os.Signal, stopping bool) prefork.SignalAction {
+				if sig == syscall.SIGHUP {
+					log.Print("reloading configuration")
+				}
+				return prefork.DefaultSignal(sig, stopping)
+			},
+		},
+	}
+	if !prefork.IsChild() {
+		log.Printf("master %d starting", os.Getpid()) // once, not once per child
+	}
+	if err := m.Run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+}
+
+type lineChild struct{}
+
+// A handler of long-lived connections ends at a clean point, while it waits
+// for the next line, once a graceful stop has begun.
+func (lineChild) ProcessRequest(ctx context.Context, r *prefork.Request) error {
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-r.Stopping():
+			r.Conn.SetReadDeadline(time.Now()) // ends the wait for a line
+		case <-done:
+		}
+	}()
+	lines := bufio.NewScanner(r.Conn)
+	for lines.Scan() {
+		fmt.Fprintln(r.Conn, lines.Text())
+	}
+	select {
+	case <-r.Stopping():
+		fmt.Fprintln(r.Conn, "server going down, bye")
+		return nil
+	default:
+		return lines.Err()
+	}
+}
+
+func ExampleRequest_Stopping() {
+	m := &prefork.Manager{Addr: "127.0.0.1:9000", NewChild: func() prefork.Child { return lineChild{} }}
+	if err := m.Run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+}

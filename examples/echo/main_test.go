@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The test binary runs main itself when ECHO_TEST_MAIN is set, so that the
+// test drives the example as a user would: flags, a real port, SIGTERM.
+func TestMain(m *testing.M) {
+	if os.Getenv("ECHO_TEST_MAIN") != "" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestEchoServer(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "log")
+	logFile, err := os.Create(logPath)
+	require.NoError(t, err)
+	defer logFile.Close()
+	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-min-servers", "2", "-max-servers", "4",
+		"-min-spare-servers", "1", "-max-spare-servers", "2", "-max-requests", "2")
+	cmd.Env = append(os.Environ(), "ECHO_TEST_MAIN=1")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if t.Failed() {
+			out, _ := os.ReadFile(logPath)
+			t.Logf("log:\n%s", out)
+		}
+	})
+
+	addrRE := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
+	var addr string
+	for deadline := time.Now().Add(30 * time.Second); addr == ""; time.Sleep(10 * time.Millisecond) {
+		out, _ := os.ReadFile(logPath)
+		if m := addrRE.FindSubmatch(out); m != nil {
+			addr = string(m[1])
+		}
+		require.True(t, time.Now().Before(deadline), "the server did not log its address")
+	}
+
+	// More connections than children and than MaxRequests allows one child.
+	for i := range 6 {
+		conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
+		require.NoError(t, err)
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		in := bufio.NewReader(conn)
+		for _, line := range []string{fmt.Sprintf("hello %d", i), "second line"} {
+			fmt.Fprintln(conn, line)
+			got, err := in.ReadString('\n')
+			require.NoError(t, err)
+			assert.Equal(t, line+"\n", got)
+		}
+		conn.Close()
+	}
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done:
+		require.NoError(t, err, "exit status after SIGTERM")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server did not stop on SIGTERM")
+	}
+	err = syscall.Kill(-cmd.Process.Pid, 0)
+	assert.True(t, errors.Is(err, syscall.ESRCH), "processes of the server's group are left: %v", err)
+}
