@@ -16,16 +16,28 @@ import (
 	"github.com/prefork-go/prefork/internal/wire"
 )
 
-// worker is the child side: it waits for connections on the inherited
-// listener, serves them one at a time and reports to the master.
+// maxDatagram is the largest datagram a child receives whole: the largest
+// UDP payload fits. A longer one (possible on unixgram) is dropped and
+// logged, never passed on cut.
+const maxDatagram = 64 << 10
+
+// replyTimeout bounds how long Reply waits for room in a full send buffer.
+const replyTimeout = 5 * time.Second
+
+// worker is the child side: it waits for requests on its listener, serves
+// them one at a time and reports to the master.
 type worker struct {
 	cfg      config
 	log      *slog.Logger
 	child    Child
-	listener listenerFD
+	network  string
+	fd       int  // the listener
+	packet   bool // a datagram socket
+	drain    bool // the listener is the child's own: serve its queue before leaving
 	status   *os.File
 	wake     *sys.Wakeup
 	poller   *sys.Poller
+	datagram []byte
 
 	// hardCtx is cancelled when the child must stop now.
 	hardCtx  context.Context
@@ -39,10 +51,10 @@ type worker struct {
 	served   int
 	reported wire.Kind
 	buf      [wire.RecordSize]byte
-	spurious int // wake-ups that found no connection
+	spurious int // wake-ups that found no request
 }
 
-func runChild(ctx context.Context, cfg config, h *handover) error {
+func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	if h.err != nil {
 		return h.err
 	}
@@ -51,6 +63,12 @@ func runChild(ctx context.Context, cfg config, h *handover) error {
 	}
 	status := h.status
 	h.status = nil
+	defer status.Close()
+	defer func() {
+		if err != nil && !errors.Is(err, ErrMasterGone) {
+			status.Write(wire.EncodeFailed(err.Error())) // for the master's log
+		}
+	}()
 	// The parent-death signal covers the window before this check only
 	// on Linux, and only while the master lives: a child that starts after
 	// its master died must not serve.
@@ -60,41 +78,45 @@ func runChild(ctx context.Context, cfg config, h *handover) error {
 	if len(h.listeners) != 1 {
 		return fmt.Errorf("prefork: child was handed %d listeners, want 1", len(h.listeners))
 	}
-	ln := h.listeners[0]
-	defer syscall.Close(ln.fd)
-	if err := sys.CheckListener(ln.fd); err != nil {
-		return fmt.Errorf("prefork: %w", err)
-	}
 	user := cfg.newChild()
 	if user == nil {
 		return invalid("Manager.NewChild returned nil")
 	}
-
 	w := &worker{
 		cfg:      cfg,
 		log:      cfg.logger.With("pid", os.Getpid()),
 		child:    user,
-		listener: ln,
 		status:   status,
 		stopping: make(chan struct{}),
 	}
 	w.hardCtx, w.hardStop = context.WithCancel(ctx)
 	defer w.hardStop()
-	var err error
+	err = w.run(ctx, h.masterPID, h.listeners[0])
+	w.shutdown(err)
+	w.log.Debug("prefork: child exiting", "served", w.served, "spurious_wakeups", w.spurious, "err", err)
+	return err
+}
+
+func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error {
+	closeListener, err := w.listen(ln)
+	if err != nil {
+		return err
+	}
+	defer closeListener()
 	if w.wake, err = sys.NewWakeup(); err != nil {
 		return fmt.Errorf("prefork: %w", err)
 	}
 	defer w.wake.Close()
-	if w.poller, err = sys.NewPoller(ln.fd, w.wake.FD()); err != nil {
+	if w.poller, err = sys.NewPoller(w.fd, w.wake.FD()); err != nil {
 		return fmt.Errorf("prefork: %w", err)
 	}
 	defer w.poller.Close()
+
 	var reading sync.WaitGroup
 	reading.Go(w.readRecords)
 	defer reading.Wait()
-	defer status.Close() // ends readRecords
-
-	defer w.catchSignals(h.masterPID)()
+	defer w.status.SetReadDeadline(time.Now()) // ends readRecords
+	defer w.catchSignals(masterPID)()
 	defer context.AfterFunc(ctx, func() { w.beginStop(context.Cause(ctx)) })()
 	defer func() {
 		for _, t := range w.timers {
@@ -102,19 +124,62 @@ func runChild(ctx context.Context, cfg config, h *handover) error {
 		}
 	}()
 
-	if init, ok := user.(Initializer); ok {
+	if init, ok := w.child.(Initializer); ok {
 		if err := init.Initialize(w.hardCtx); err != nil {
 			err = fmt.Errorf("prefork: Initialize: %w", err)
 			w.log.Error("prefork: child cannot initialize", "err", err)
-			w.shutdown(err)
 			return err
 		}
 	}
 	err = w.serve()
 	w.report(wire.Retiring)
-	w.shutdown(err)
-	w.log.Debug("prefork: child exiting", "served", w.served, "spurious_wakeups", w.spurious, "err", err)
+	if w.drain && err == nil {
+		w.serveQueue()
+	}
 	return err
+}
+
+// listen takes the inherited listener, or in reuse-port mode binds one of
+// the child's own between the PreBind and PostBind hooks.
+func (w *worker) listen(ln wire.Listener) (closeListener func(), err error) {
+	w.network = ln.Network
+	w.packet = sys.IsPacket(ln.Network)
+	if w.packet {
+		w.datagram = make([]byte, maxDatagram)
+	}
+	if ln.FD != 0 {
+		w.fd = ln.FD
+		if err := sys.CheckListener(w.fd); err != nil {
+			syscall.Close(w.fd)
+			return nil, fmt.Errorf("prefork: %w", err)
+		}
+		return func() { syscall.Close(w.fd) }, nil
+	}
+	if pb, ok := w.child.(PreBinder); ok {
+		if err := pb.PreBind(w.hardCtx); err != nil {
+			return nil, fmt.Errorf("prefork: PreBind: %w", err)
+		}
+	}
+	f, addr, err := sys.Listen(ln.Network, ln.Addr, w.cfg.backlog, true)
+	if err != nil {
+		return nil, fmt.Errorf("prefork: listen on %s %s: %w", ln.Network, ln.Addr, err)
+	}
+	raw, err := f.SyscallConn() // unlike Fd, this leaves the socket non-blocking
+	if err == nil {
+		err = raw.Control(func(fd uintptr) { w.fd = int(fd) })
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("prefork: %w", err)
+	}
+	w.drain = true
+	if pb, ok := w.child.(PostBinder); ok {
+		if err := pb.PostBind(w.hardCtx, addr); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("prefork: PostBind: %w", err)
+		}
+	}
+	return func() { f.Close() }, nil
 }
 
 // catchSignals makes SIGINT and SIGTERM begin a graceful stop, and a second
@@ -169,12 +234,19 @@ func (w *worker) beginStop(cause error) {
 	})
 }
 
+func (w *worker) stopped() bool {
+	select {
+	case <-w.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
 func (w *worker) serve() error {
 	for {
-		select {
-		case <-w.stopping:
+		if w.stopped() {
 			return w.stopCause
-		default:
 		}
 		if w.cfg.maxRequests > 0 && w.served >= w.cfg.maxRequests {
 			w.log.Debug("prefork: child reached MaxRequests", "served", w.served)
@@ -185,34 +257,87 @@ func (w *worker) serve() error {
 		if err != nil {
 			return fmt.Errorf("prefork: %w", err)
 		}
-		if !listenerReady {
+		if !listenerReady || w.stopped() { // leave it to a child that goes on
 			continue
 		}
-		select {
-		case <-w.stopping: // leave the connection to a child that goes on
-			continue
-		default:
+		r, err := w.next()
+		if err != nil {
+			return err
 		}
-		conn, err := sys.Accept(w.listener.fd)
-		switch {
-		case errors.Is(err, syscall.EAGAIN):
-			w.spurious++ // another child took it
-			continue
-		case err != nil && sys.IsTemporary(err):
-			w.log.Warn("prefork: accept", "err", err)
-			time.Sleep(10 * time.Millisecond) // let a shortage of descriptors pass
-			continue
-		case err != nil:
-			return fmt.Errorf("prefork: accept: %w", err)
+		if r != nil {
+			w.serveOne(r)
 		}
-		w.report(wire.Busy)
-		w.handle(conn)
-		w.served++
 	}
 }
 
+// serveQueue serves what is still queued on the child's own socket before
+// the socket closes, which would lose it, until the queue is empty or the
+// stop cannot wait any longer.
+func (w *worker) serveQueue() {
+	for w.hardCtx.Err() == nil {
+		r, err := w.next()
+		if r == nil || err != nil {
+			return
+		}
+		w.serveOne(r)
+	}
+}
+
+func (w *worker) serveOne(r *Request) {
+	w.report(wire.Busy)
+	w.handle(r)
+	w.served++
+}
+
+// next takes one request from the listener, or returns nil if there is none
+// (another child took it, or a datagram was dropped).
+func (w *worker) next() (*Request, error) {
+	r := &Request{Network: w.network, Served: w.served, stopping: w.stopping}
+	if w.packet {
+		n, from, truncated, err := sys.ReadFrom(w.fd, w.datagram)
+		if err != nil {
+			return nil, w.acceptError("recvmsg", err)
+		}
+		r.RemoteAddr = sys.Addr(w.network, from)
+		if truncated {
+			w.log.Warn("prefork: datagram longer than the buffer; dropped", "remote", addrString(r.RemoteAddr), "buffer", len(w.datagram))
+			return nil, nil
+		}
+		r.Data = w.datagram[:n]
+		r.reply = func(b []byte) error {
+			if r.RemoteAddr == nil {
+				return errors.New("prefork: the sender has no address to reply to")
+			}
+			return sys.WriteTo(w.fd, b, from, replyTimeout)
+		}
+		return r, nil
+	}
+	conn, err := sys.Accept(w.fd)
+	if err != nil {
+		return nil, w.acceptError("accept", err)
+	}
+	r.Conn, r.RemoteAddr = conn, conn.RemoteAddr()
+	r.reply = func(b []byte) error { _, err := conn.Write(b); return err }
+	return r, nil
+}
+
+// acceptError sorts an error of accept or recvmsg: nil if the child should
+// go on waiting, the error if it cannot.
+func (w *worker) acceptError(call string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EAGAIN):
+		w.spurious++ // another child took it
+		return nil
+	case sys.IsTemporary(err):
+		w.log.Warn("prefork: "+call, "err", err)
+		time.Sleep(10 * time.Millisecond) // let a shortage of descriptors pass
+		return nil
+	}
+	return fmt.Errorf("prefork: %s: %w", call, err)
+}
+
 // readRecords handles what the master sends, while the child waits and
-// while it serves, until the status socket is closed.
+// while it serves, until run ends.
 func (w *worker) readRecords() {
 	r := wire.NewReader(w.status)
 	for {
@@ -220,7 +345,7 @@ func (w *worker) readRecords() {
 		switch {
 		case errors.Is(err, wire.ErrMalformed):
 			w.log.Error("prefork: malformed record from the master", "err", err)
-		case errors.Is(err, os.ErrClosed): // the child is done
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, os.ErrClosed): // run is over
 			return
 		case err != nil: // end of stream: the master is gone
 			w.beginStop(ErrMasterGone)
@@ -244,18 +369,20 @@ func (w *worker) report(kind wire.Kind) {
 }
 
 // handle runs one request through the Child's hooks.
-func (w *worker) handle(conn net.Conn) {
-	r := &Request{Conn: conn, RemoteAddr: conn.RemoteAddr(), Network: w.listener.network, Served: w.served, stopping: w.stopping}
+func (w *worker) handle(r *Request) {
 	ctx := w.hardCtx
-	// Once the stop cannot wait any longer, a handler that watches ctx has
-	// half of killGrace to write a last word; then its reads and writes
-	// fail too, for handlers that do not watch ctx, so that the child can
-	// still exit by itself before it is killed.
-	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now().Add(killGrace / 2)) })()
-	defer conn.Close() // again after PostProcessRequest's Close: harmless
-
+	if r.Conn != nil {
+		// Once the stop cannot wait any longer, a handler that watches
+		// ctx has half of killGrace to write a last word; then its reads
+		// and writes fail too, for handlers that do not watch ctx, so
+		// that the child can still exit by itself before it is killed.
+		defer context.AfterFunc(ctx, func() { r.Conn.SetDeadline(time.Now().Add(killGrace / 2)) })()
+		defer r.Conn.Close() // again after PostProcessRequest's Close: harmless
+	}
 	err := w.process(ctx, r)
-	conn.Close()
+	if r.Conn != nil {
+		r.Conn.Close()
+	}
 	if pp, ok := w.child.(PostProcessor); ok {
 		pp.PostProcessRequest(ctx, r, err)
 	}
@@ -266,7 +393,7 @@ func (w *worker) handle(conn net.Conn) {
 func (w *worker) process(ctx context.Context, r *Request) error {
 	if pa, ok := w.child.(PostAccepter); ok {
 		if err := pa.PostAccept(ctx, r); err != nil {
-			w.log.Warn("prefork: PostAccept", "remote", r.RemoteAddr.String(), "err", err)
+			w.log.Warn("prefork: PostAccept", "remote", addrString(r.RemoteAddr), "err", err)
 			return fmt.Errorf("prefork: PostAccept: %w", err)
 		}
 	}
@@ -278,7 +405,7 @@ func (w *worker) process(ctx context.Context, r *Request) error {
 	}
 	err := w.child.ProcessRequest(ctx, r)
 	if err != nil {
-		w.log.Warn("prefork: request failed", "remote", r.RemoteAddr.String(), "err", err)
+		w.log.Warn("prefork: request failed", "remote", addrString(r.RemoteAddr), "err", err)
 	}
 	return err
 }
@@ -287,4 +414,11 @@ func (w *worker) shutdown(err error) {
 	if s, ok := w.child.(Shutdowner); ok {
 		s.Shutdown(w.hardCtx, err)
 	}
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }

@@ -23,6 +23,7 @@ const (
 // works on it and never writes to the Manager.
 type config struct {
 	network, addr          string
+	reusePort              bool
 	backlog                int
 	minServers, maxServers int
 	minSpare, maxSpare     int
@@ -51,6 +52,7 @@ func (m *Manager) config() (config, error) {
 	c := config{
 		network:         m.Network,
 		addr:            m.Addr,
+		reusePort:       m.ReusePort,
 		backlog:         m.Backlog,
 		maxRequests:     m.MaxRequests,
 		shutdownTimeout: m.ShutdownTimeout,
@@ -78,17 +80,24 @@ func (m *Manager) config() (config, error) {
 		c.network = "tcp"
 	}
 	switch c.network {
-	case "tcp", "tcp4", "tcp6":
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+		if c.addr == "" {
+			return c, invalid("Manager.Addr is empty; set it to host:port, such as \"127.0.0.1:9000\" (port 0 picks a free port)")
+		}
+		if _, port, err := net.SplitHostPort(c.addr); err != nil {
+			return c, invalid("Manager.Addr %q: %v; use host:port, such as \"127.0.0.1:9000\"", c.addr, err)
+		} else if _, err := net.LookupPort(c.network, port); err != nil {
+			return c, invalid("Manager.Addr %q: bad port: %v", c.addr, err)
+		}
+	case "unix", "unixgram":
+		if c.addr == "" {
+			return c, invalid("Manager.Addr is empty; set it to the path of the socket file")
+		}
+		if c.reusePort {
+			return c, invalid("Manager.ReusePort works with TCP and UDP only, not with Network %q", c.network)
+		}
 	default:
-		return c, invalid("Manager.Network %q is not supported; use \"tcp\", \"tcp4\" or \"tcp6\"", c.network)
-	}
-	if c.addr == "" {
-		return c, invalid("Manager.Addr is empty; set it to host:port, such as \"127.0.0.1:9000\" (port 0 picks a free port)")
-	}
-	if _, port, err := net.SplitHostPort(c.addr); err != nil {
-		return c, invalid("Manager.Addr %q: %v; use host:port, such as \"127.0.0.1:9000\"", c.addr, err)
-	} else if _, err := net.LookupPort(c.network, port); err != nil {
-		return c, invalid("Manager.Addr %q: bad port: %v", c.addr, err)
+		return c, invalid("Manager.Network %q is not supported; use \"tcp\", \"tcp4\", \"tcp6\", \"udp\", \"udp4\", \"udp6\", \"unix\" or \"unixgram\"", c.network)
 	}
 
 	c.maxServers = orDefault(m.MaxServers, max(DefaultMaxServers, m.MinServers))

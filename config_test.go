@@ -26,6 +26,9 @@ func TestBadConfigurationIsRefusedBeforeAnythingStarts(t *testing.T) {
 		"no port":             {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1"}, "missing port"},
 		"bad port":            {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1:http-nope"}, "bad port"},
 		"bad network":         {prefork.Manager{NewChild: newChild, Addr: ":0", Network: "sctp"}, `"sctp" is not supported`},
+		"no socket path":      {prefork.Manager{NewChild: newChild, Network: "unix"}, "path of the socket file"},
+		"reuse-port unix": {
+			prefork.Manager{NewChild: newChild, Network: "unix", Addr: "/tmp/x.sock", ReusePort: true}, "TCP and UDP only"},
 		"negative MinServers": {prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: -1}, "MinServers is negative"},
 		"negative MaxRequests": {
 			prefork.Manager{NewChild: newChild, Addr: ":0", MaxRequests: -3}, "MaxRequests is negative"},

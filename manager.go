@@ -23,11 +23,24 @@ import (
 // is optional but NewChild and Addr; zero selects the default. Run never
 // writes to the Manager.
 type Manager struct {
-	// Network is "tcp" (the default: IPv4 and IPv6), "tcp4" or "tcp6".
+	// Network is "tcp" (the default: IPv4 and IPv6), "tcp4", "tcp6",
+	// "udp", "udp4", "udp6", "unix" or "unixgram".
 	Network string
-	// Addr is the host:port to listen on. Port 0 picks a free port;
+	// Addr is the host:port to listen on, or for Unix sockets the path of
+	// the socket file (removed when Run returns; a file left by a server
+	// that crashed is replaced). Port 0 picks a free port;
 	// ManagerHooks.PostBind receives the bound address.
 	Addr string
+	// ReusePort makes each child bind a socket of its own with
+	// SO_REUSEPORT (TCP and UDP only), instead of sharing one socket
+	// bound by the master. On Linux the kernel then spreads connections
+	// evenly over the children, but it does so by hash, busy or not, and a
+	// connection still queued on a child's socket when that child exits
+	// is lost. The master binds nothing and does not call
+	// ManagerHooks.PreBind and PostBind; each child calls its own PreBind
+	// and PostBind hooks (PreBinder, PostBinder). Port 0 is resolved once,
+	// so that all children share one port.
+	ReusePort bool
 	// Backlog is the length of the listen queue. Zero means SOMAXCONN;
 	// the system caps it (on Linux at net.core.somaxconn).
 	Backlog int
@@ -109,7 +122,8 @@ type child struct {
 	status *os.File  // the master's end of the status socket
 	state  wire.Kind // 0 until the child is ready, then the last record
 	served uint32
-	retire bool // Retire was sent
+	retire bool   // Retire was sent
+	failed string // the error the child reported before it exited
 }
 
 func (c *child) idle() bool   { return c.state == 0 || c.state == wire.Idle }
@@ -152,21 +166,36 @@ func runMaster(ctx context.Context, cfg config) (err error) {
 		events:   make(chan event, 64),
 	}
 	hooks := cfg.hooks
-	if err := callHook("PreBind", hooks.PreBind, ctx); err != nil {
-		return err
-	}
-	listener, addr, err := sys.Listen(cfg.network, cfg.addr, cfg.backlog)
-	if err != nil {
-		return fmt.Errorf("prefork: listen on %s %s: %w", cfg.network, cfg.addr, err)
-	}
-	ms.listener = listener
-	defer listener.Close()
-	if hooks.PostBind != nil {
-		if err := hooks.PostBind(ctx, addr); err != nil {
-			return fmt.Errorf("prefork: PostBind hook: %w", err)
+	var handed wire.Listener
+	if cfg.reusePort {
+		// Each child binds; the master only settles which port they share.
+		addr, err := sys.ReservePort(cfg.network, cfg.addr)
+		if err != nil {
+			return fmt.Errorf("prefork: resolve %s %s: %w", cfg.network, cfg.addr, err)
 		}
+		handed = wire.Listener{Network: cfg.network, Addr: addr}
+		ms.log.Info("prefork: children listen with SO_REUSEPORT", "network", cfg.network, "addr", addr, "pid", os.Getpid())
+	} else {
+		if err := callHook("PreBind", hooks.PreBind, ctx); err != nil {
+			return err
+		}
+		listener, addr, err := sys.Listen(cfg.network, cfg.addr, cfg.backlog, false)
+		if err != nil {
+			return fmt.Errorf("prefork: listen on %s %s: %w", cfg.network, cfg.addr, err)
+		}
+		ms.listener = listener
+		// The socket stays open until every child is gone (connections
+		// waiting in its queue would be reset), and its file goes with it.
+		defer sys.RemoveSocketFile(cfg.network, cfg.addr)
+		defer listener.Close()
+		handed = wire.Listener{Network: cfg.network, Addr: addr.String(), FD: wire.FDFirstListener}
+		if hooks.PostBind != nil {
+			if err := hooks.PostBind(ctx, addr); err != nil {
+				return fmt.Errorf("prefork: PostBind hook: %w", err)
+			}
+		}
+		ms.log.Info("prefork: listening", "network", cfg.network, "addr", addr.String(), "pid", os.Getpid())
 	}
-	ms.log.Info("prefork: listening", "network", cfg.network, "addr", addr.String(), "pid", os.Getpid())
 
 	if err := callHook("PreSignalSetup", hooks.PreSignalSetup, ctx); err != nil {
 		return err
@@ -181,7 +210,7 @@ func runMaster(ctx context.Context, cfg config) (err error) {
 	if ms.exe, err = sys.Executable(); err != nil {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
-	ms.env = childEnv(cfg.network)
+	ms.env = childEnv([]wire.Listener{handed})
 	ms.spawner = startSpawner()
 	defer ms.spawner.stop()
 
@@ -202,11 +231,11 @@ func callHook(name string, hook func(context.Context) error, ctx context.Context
 }
 
 // childEnv is the master's environment with the handover variables.
-func childEnv(network string) []string {
+func childEnv(listeners []wire.Listener) []string {
 	env := []string{
 		wire.EnvChild + "=" + strconv.Itoa(wire.Version),
 		wire.EnvMasterPID + "=" + strconv.Itoa(os.Getpid()),
-		wire.EnvListeners + "=" + network,
+		wire.EnvListeners + "=" + wire.EncodeListeners(listeners),
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
@@ -393,8 +422,11 @@ func (ms *master) spawn() error {
 		Env:         ms.env,
 		Stdout:      os.Stdout,
 		Stderr:      os.Stderr,
-		ExtraFiles:  []*os.File{childStatus, ms.listener}, // fds 3 and 4
+		ExtraFiles:  []*os.File{childStatus}, // fd 3
 		SysProcAttr: sys.ChildAttr(syscall.SIGTERM),
+	}
+	if ms.listener != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, ms.listener) // fd 4
 	}
 	err = ms.spawner.start(cmd)
 	childStatus.Close() // or the master would never see EOF from the child
@@ -442,6 +474,8 @@ func (ms *master) handle(ev event) {
 	case ev.rec.Kind == wire.Retire:
 		ms.log.Error("prefork: child sent a master's record; killing it", "pid", c.pid)
 		c.cmd.Process.Kill()
+	case ev.rec.Kind == wire.Failed:
+		c.failed = ev.rec.Text
 	default:
 		if c.state == 0 {
 			ms.everReady = true
@@ -462,14 +496,14 @@ func (ms *master) exited(c *child, err error) {
 	if err != nil {
 		how = err.Error()
 	}
+	if c.failed != "" {
+		how += ": " + c.failed
+	}
 	switch {
 	case c.state == 0 && !ms.stopping:
 		ms.log.Warn("prefork: child exited before it was ready", "pid", c.pid, "how", how)
-		if err == nil {
-			err = errors.New("exit status 0")
-		}
-		ms.startFailed(fmt.Errorf("child %d: %w", c.pid, err))
-	case err != nil && !c.retire && !ms.stopping:
+		ms.startFailed(fmt.Errorf("child %d: %s", c.pid, how))
+	case (err != nil || c.failed != "") && !c.retire && !ms.stopping:
 		ms.log.Warn("prefork: child died", "pid", c.pid, "how", how, "served", c.served)
 	default:
 		ms.log.Debug("prefork: child exited", "pid", c.pid, "how", how, "served", c.served)

@@ -1,6 +1,8 @@
 // Package prefork runs a pool of child processes that serve network requests
 // one at a time each, as Apache's prefork MPM, Perl's Net::Server::PreFork and
-// the Python library py-prefork-server do.
+// the Python library py-prefork-server do. It serves TCP, UDP and Unix
+// sockets, from one socket shared by all children or, in reuse-port mode,
+// from a socket of each child's own.
 //
 // A program configures a Manager and calls Run. In the master process, Run
 // binds the listening socket, then starts children by executing the program
@@ -67,10 +69,10 @@ package prefork
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/prefork-go/prefork/internal/sys"
 	"github.com/prefork-go/prefork/internal/wire"
@@ -93,20 +95,34 @@ var (
 	ErrRequestDenied = errors.New("prefork: request denied")
 )
 
-// Request is one request given to a Child: for TCP, one accepted connection.
+// Request is one request given to a Child: for a stream network ("tcp",
+// "unix"), one accepted connection; for a packet network ("udp",
+// "unixgram"), one datagram.
 type Request struct {
-	// Conn is the accepted connection. The child closes it after
-	// ProcessRequest (or RequestDenied) returns.
+	// Conn is the accepted connection, for stream networks; nil for
+	// packet networks. The child closes it after the request.
 	Conn net.Conn
-	// RemoteAddr is the client's address.
+	// Data is the datagram, for packet networks; nil for stream networks.
+	// It is valid until ProcessRequest (or RequestDenied) returns: copy
+	// what must live longer.
+	Data []byte
+	// RemoteAddr is the client's address: a *net.TCPAddr, *net.UDPAddr
+	// or *net.UnixAddr. It is nil for a Unix datagram from an unbound
+	// socket, which cannot be answered.
 	RemoteAddr net.Addr
-	// Network is the listener's network: "tcp", "tcp4" or "tcp6".
+	// Network is the listener's network, such as "tcp" or "udp6".
 	Network string
 	// Served counts the requests this child process finished before this one.
 	Served int
 
 	stopping <-chan struct{}
+	reply    func([]byte) error
 }
+
+// Reply answers the client, as py-prefork-server's resp_to does: for a
+// stream network it writes b to Conn; for a packet network it sends b as
+// one datagram to the sender.
+func (r *Request) Reply(b []byte) error { return r.reply(b) }
 
 // Stopping returns a channel that is closed when the child begins a graceful
 // stop. A handler that serves a long-lived connection can watch it to end at
@@ -128,13 +144,8 @@ var inherited = takeHandover()
 type handover struct {
 	masterPID int
 	status    *os.File
-	listeners []listenerFD
+	listeners []wire.Listener
 	err       error // a handover that cannot be used; Run returns it
-}
-
-type listenerFD struct {
-	network string
-	fd      int
 }
 
 func takeHandover() *handover {
@@ -142,7 +153,7 @@ func takeHandover() *handover {
 	if !ok {
 		return nil
 	}
-	pid, networks := os.Getenv(wire.EnvMasterPID), os.Getenv(wire.EnvListeners)
+	pid, listeners := os.Getenv(wire.EnvMasterPID), os.Getenv(wire.EnvListeners)
 	for _, env := range []string{wire.EnvChild, wire.EnvMasterPID, wire.EnvListeners} {
 		os.Unsetenv(env)
 	}
@@ -157,16 +168,21 @@ func takeHandover() *handover {
 		return h
 	}
 	if h.status, err = sys.InheritedStatus(wire.FDStatus); err != nil {
-		h.err = err
+		h.err = fmt.Errorf("prefork: status socket: %w", err)
 		return h
 	}
-	for i, network := range strings.Split(networks, ",") {
-		fd := wire.FDFirstListener + i
-		if err := sys.Inherited(fd); err != nil {
-			h.err = err
+	if h.listeners, err = wire.DecodeListeners(listeners); err != nil {
+		h.err = fmt.Errorf("prefork: %w", err)
+		return h
+	}
+	for _, l := range h.listeners {
+		if l.FD == 0 {
+			continue
+		}
+		if err := sys.Inherited(l.FD); err != nil {
+			h.err = fmt.Errorf("prefork: listener: %w", err)
 			return h
 		}
-		h.listeners = append(h.listeners, listenerFD{network: network, fd: fd})
 	}
 	return h
 }

@@ -10,123 +10,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// Listen binds a stream socket for network ("tcp", "tcp4" or "tcp6") and
-// address and listens on it with the given backlog. The returned file is in
-// non-blocking mode, which is the mode every child expects; os/exec can hand
-// it to children without changing that (see the comment in the body).
-func Listen(network, address string, backlog int) (*os.File, net.Addr, error) {
-	tcpAddr, err := net.ResolveTCPAddr(network, address)
-	if err != nil {
-		return nil, nil, err
-	}
-	family, sa, err := sockaddr(network, tcpAddr)
-	if err != nil {
-		return nil, nil, err
-	}
-	fd, err := socket(family, unix.SOCK_STREAM)
-	if err != nil {
-		return nil, nil, os.NewSyscallError("socket", err)
-	}
-	fail := func(call string, err error) (*os.File, net.Addr, error) {
-		unix.Close(fd)
-		return nil, nil, os.NewSyscallError(call, err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		return fail("setsockopt", err)
-	}
-	if family == unix.AF_INET6 {
-		v6only := 0
-		if network == "tcp6" {
-			v6only = 1
-		}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
-			return fail("setsockopt", err)
-		}
-	}
-	if err := unix.Bind(fd, sa); err != nil {
-		return fail("bind", err)
-	}
-	if err := unix.Listen(fd, backlog); err != nil {
-		return fail("listen", err)
-	}
-	bound, err := unix.Getsockname(fd)
-	if err != nil {
-		return fail("getsockname", err)
-	}
-	// os.NewFile on a blocking descriptor makes a File that os/exec's call
-	// to Fd() leaves alone. Had the descriptor been non-blocking already,
-	// NewFile would have made it pollable and Fd() would switch the shared
-	// socket to blocking mode at every spawn, under the children's feet.
-	f := os.NewFile(uintptr(fd), "prefork-listener")
-	if err := unix.SetNonblock(fd, true); err != nil {
-		f.Close()
-		return nil, nil, os.NewSyscallError("fcntl", err)
-	}
-	return f, tcpAddrOf(bound), nil
-}
-
-// sockaddr picks the address family: IPv4 for "tcp4" and IPv4 addresses,
-// IPv6 for "tcp6" and IPv6 addresses, and for a "tcp" wildcard a dual-stack
-// IPv6 socket where the host has IPv6, as the net package does.
-func sockaddr(network string, a *net.TCPAddr) (int, unix.Sockaddr, error) {
-	ip4 := a.IP.To4()
-	wildcard := len(a.IP) == 0 || a.IP.IsUnspecified()
-	switch {
-	case network == "tcp4" || (network == "tcp" && ip4 != nil && !wildcard):
-		if !wildcard && ip4 == nil {
-			return 0, nil, fmt.Errorf("address %v is not IPv4", a.IP)
-		}
-		sa := &unix.SockaddrInet4{Port: a.Port}
-		if !wildcard {
-			copy(sa.Addr[:], ip4)
-		}
-		return unix.AF_INET, sa, nil
-	case wildcard && (network == "tcp6" || supportsIPv6()):
-		return unix.AF_INET6, &unix.SockaddrInet6{Port: a.Port}, nil
-	case wildcard:
-		return unix.AF_INET, &unix.SockaddrInet4{Port: a.Port}, nil
-	case ip4 != nil && network == "tcp6":
-		return 0, nil, fmt.Errorf("address %v is not IPv6", a.IP)
-	}
-	sa := &unix.SockaddrInet6{Port: a.Port}
-	copy(sa.Addr[:], a.IP.To16())
-	if a.Zone != "" {
-		if ifi, err := net.InterfaceByName(a.Zone); err == nil {
-			sa.ZoneId = uint32(ifi.Index)
-		} else if n, err := strconv.Atoi(a.Zone); err == nil {
-			sa.ZoneId = uint32(n)
-		}
-	}
-	return unix.AF_INET6, sa, nil
-}
-
-func supportsIPv6() bool {
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM, 0)
-	if err != nil {
-		return false
-	}
-	unix.Close(fd)
-	return true
-}
-
-func tcpAddrOf(sa unix.Sockaddr) net.Addr {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}
-	case *unix.SockaddrInet6:
-		a := &net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
-		if sa.ZoneId != 0 {
-			a.Zone = strconv.Itoa(int(sa.ZoneId))
-		}
-		return a
-	}
-	return nil
-}
 
 // Socketpair returns the two ends of a status socket. The master's end is
 // non-blocking, so reading it parks a goroutine instead of a thread; the
@@ -232,4 +119,32 @@ func (w *Wakeup) Wake() { unix.Write(w.w, []byte{1}) }
 func (w *Wakeup) Close() {
 	unix.Close(w.r)
 	unix.Close(w.w)
+}
+
+// ReadFrom reads one datagram from the non-blocking socket fd into buf.
+// truncated reports a datagram longer than buf, whose rest is lost.
+func ReadFrom(fd int, buf []byte) (n int, from unix.Sockaddr, truncated bool, err error) {
+	n, _, flags, from, err := unix.Recvmsg(fd, buf, nil, 0)
+	return n, from, flags&unix.MSG_TRUNC != 0, err
+}
+
+// WriteTo sends b as one datagram to the address to from the non-blocking
+// socket fd. When the send buffer is full it waits for room, up to
+// timeout.
+func WriteTo(fd int, b []byte, to unix.Sockaddr, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := unix.Sendto(fd, b, 0, to)
+		if !errors.Is(err, unix.EAGAIN) {
+			return os.NewSyscallError("sendto", err)
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return os.NewSyscallError("sendto", err)
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if _, err := unix.Poll(pfd, int(wait/time.Millisecond)+1); err != nil && !errors.Is(err, unix.EINTR) {
+			return os.NewSyscallError("poll", err)
+		}
+	}
 }

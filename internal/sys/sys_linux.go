@@ -94,3 +94,9 @@ func (p *Poller) Wait() (listener, other bool, err error) {
 
 // Close releases the poller.
 func (p *Poller) Close() { unix.Close(p.epfd) }
+
+// setReusePort lets several sockets bind one address; Linux spreads
+// connections and datagrams across them.
+func setReusePort(fd int) error {
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+}

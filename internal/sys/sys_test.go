@@ -30,7 +30,7 @@ func nonblocking(t *testing.T, f *os.File) bool {
 }
 
 func TestListenBindsNonBlockingSocket(t *testing.T) {
-	f, addr, err := Listen("tcp", "127.0.0.1:0", 16)
+	f, addr, err := Listen("tcp", "127.0.0.1:0", 16, false)
 	require.NoError(t, err)
 	defer f.Close()
 	tcp := addr.(*net.TCPAddr)
@@ -51,7 +51,7 @@ func rawFD(t *testing.T, f *os.File) uintptr {
 // The invariant the whole design rests on: handing the listener to a child
 // through os/exec does not switch the shared socket to blocking mode.
 func TestStartingAProcessKeepsListenerNonBlocking(t *testing.T) {
-	f, _, err := Listen("tcp", "127.0.0.1:0", 16)
+	f, _, err := Listen("tcp", "127.0.0.1:0", 16, false)
 	require.NoError(t, err)
 	defer f.Close()
 	cmd := exec.Command("/bin/sh", "-c", "exit 0")
@@ -61,14 +61,14 @@ func TestStartingAProcessKeepsListenerNonBlocking(t *testing.T) {
 }
 
 func TestListenErrors(t *testing.T) {
-	_, _, err := Listen("tcp4", "[::1]:0", 16)
+	_, _, err := Listen("tcp4", "[::1]:0", 16, false)
 	assert.Error(t, err, "an IPv6 address for tcp4")
-	_, _, err = Listen("tcp", "192.0.2.1:1", 16) // TEST-NET-1: not a local address
+	_, _, err = Listen("tcp", "192.0.2.1:1", 16, false) // TEST-NET-1: not a local address
 	assert.True(t, errors.Is(err, unix.EADDRNOTAVAIL), "got %v", err)
-	a, addr, err := Listen("tcp", "127.0.0.1:0", 16)
+	a, addr, err := Listen("tcp", "127.0.0.1:0", 16, false)
 	require.NoError(t, err)
 	defer a.Close()
-	_, _, err = Listen("tcp", addr.String(), 16)
+	_, _, err = Listen("tcp", addr.String(), 16, false)
 	assert.True(t, errors.Is(err, unix.EADDRINUSE), "got %v", err)
 }
 
@@ -76,7 +76,7 @@ func TestListenIPv6(t *testing.T) {
 	if !supportsIPv6() {
 		t.Skip("no IPv6")
 	}
-	f, addr, err := Listen("tcp6", "[::1]:0", 16)
+	f, addr, err := Listen("tcp6", "[::1]:0", 16, false)
 	if errors.Is(err, unix.EADDRNOTAVAIL) {
 		t.Skip("no ::1")
 	}
@@ -86,7 +86,7 @@ func TestListenIPv6(t *testing.T) {
 }
 
 func TestPollerAndAccept(t *testing.T) {
-	f, addr, err := Listen("tcp", "127.0.0.1:0", 16)
+	f, addr, err := Listen("tcp", "127.0.0.1:0", 16, false)
 	require.NoError(t, err)
 	defer f.Close()
 	fd := int(rawFD(t, f))

@@ -7,14 +7,18 @@
 // The master starts a child by executing its own binary again with the same
 // arguments and this environment added:
 //
-//	PREFORK_CHILD=<Version>         marks the process as a child
-//	PREFORK_MASTER_PID=<pid>        the master; a child whose parent is not it exits
-//	PREFORK_LISTENERS=<net>[,<net>] one network name ("tcp", "udp", ...) per listener
+//	PREFORK_CHILD=<Version>     marks the process as a child
+//	PREFORK_MASTER_PID=<pid>    the master; a child whose parent is not it exits
+//	PREFORK_LISTENERS=<json>    the listeners, a JSON array of Listener
 //
 // and these descriptors:
 //
-//	fd 3 (FDStatus)         the child's end of an AF_UNIX stream socketpair
-//	fd 4.. (FDFirstListener) the listening sockets, in the order of PREFORK_LISTENERS
+//	fd 3 (FDStatus)          the child's end of an AF_UNIX stream socketpair
+//	fd 4.. (FDFirstListener) the inherited listening sockets, as Listener.FD says
+//
+// In reuse-port mode a Listener has no descriptor: the child binds its own
+// socket to the address, which the master has resolved (port 0 is a real
+// port by then).
 //
 // The listeners are non-blocking: the master sets O_NONBLOCK once, before the
 // first child starts, and nobody changes it afterwards (the flag belongs to
@@ -24,13 +28,15 @@
 //
 // Each record is RecordSize bytes: the protocol version, a Kind, two zero
 // bytes and a big-endian uint32 (the child's count of requests served).
-// Children send Idle, Busy and Retiring; the master sends Retire. End of file
+// Children send Idle, Busy, Retiring and Failed (followed by the error's
+// text); the master sends Retire. End of file
 // on the socket means the peer is gone: for the master, that the child died;
 // for the child, that the master died.
 package wire
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -70,8 +76,15 @@ const (
 	// Retire is sent by the master: stop taking requests, finish the
 	// current one, exit.
 	Retire
-	maxKind = Retire
+	// Failed: the child is about to exit because of an error. Its
+	// count is the length of the error text that follows the record, at
+	// most MaxText bytes.
+	Failed
+	maxKind = Failed
 )
+
+// MaxText bounds the text of a Failed record.
+const MaxText = 256
 
 func (k Kind) String() string {
 	switch k {
@@ -83,6 +96,8 @@ func (k Kind) String() string {
 		return "retiring"
 	case Retire:
 		return "retire"
+	case Failed:
+		return "failed"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -90,14 +105,15 @@ func (k Kind) String() string {
 // Record is one decoded status message.
 type Record struct {
 	Kind   Kind
-	Served uint32 // requests the child has finished so far
+	Served uint32 // requests the child has finished so far; for Failed, len(Text)
+	Text   string // for Failed: the error
 }
 
 // ErrMalformed is returned for bytes that are not a valid record.
 var ErrMalformed = errors.New("wire: malformed status record")
 
 // Encode writes r into b, which must hold RecordSize bytes, and returns the
-// encoded slice.
+// encoded slice. For a Failed record use EncodeFailed.
 func Encode(b *[RecordSize]byte, r Record) []byte {
 	b[0] = Version
 	b[1] = byte(r.Kind)
@@ -106,7 +122,17 @@ func Encode(b *[RecordSize]byte, r Record) []byte {
 	return b[:]
 }
 
-// Decode parses one record from exactly RecordSize bytes.
+// EncodeFailed returns a Failed record carrying msg, cut to MaxText bytes.
+func EncodeFailed(msg string) []byte {
+	if len(msg) > MaxText {
+		msg = msg[:MaxText]
+	}
+	var b [RecordSize]byte
+	return append(Encode(&b, Record{Kind: Failed, Served: uint32(len(msg))}), msg...)
+}
+
+// Decode parses one record from exactly RecordSize bytes. For a Failed
+// record, the text that follows is not part of b: Served gives its length.
 func Decode(b []byte) (Record, error) {
 	if len(b) != RecordSize {
 		return Record{}, fmt.Errorf("%w: %d bytes, want %d", ErrMalformed, len(b), RecordSize)
@@ -121,7 +147,11 @@ func Decode(b []byte) (Record, error) {
 	if b[2] != 0 || b[3] != 0 {
 		return Record{}, fmt.Errorf("%w: reserved bytes set", ErrMalformed)
 	}
-	return Record{Kind: k, Served: binary.BigEndian.Uint32(b[4:])}, nil
+	r := Record{Kind: k, Served: binary.BigEndian.Uint32(b[4:])}
+	if k == Failed && r.Served > MaxText {
+		return Record{}, fmt.Errorf("%w: error text of %d bytes", ErrMalformed, r.Served)
+	}
+	return r, nil
 }
 
 // Reader decodes a stream of records, reading as many as are available with
@@ -140,25 +170,78 @@ func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
 // io.ErrUnexpectedEOF if the stream ends inside a record, and an error
 // wrapping ErrMalformed for bytes that are not a record.
 func (r *Reader) Next() (Record, error) {
-	for r.end-r.beg < RecordSize {
-		if r.beg > 0 {
-			r.end = copy(r.buf[:], r.buf[r.beg:r.end])
-			r.beg = 0
-		}
-		n, err := r.r.Read(r.buf[r.end:])
-		r.end += n
-		if n > 0 {
-			continue
-		}
-		if err == io.EOF && r.end > 0 {
-			return Record{}, io.ErrUnexpectedEOF
-		}
-		if err == nil {
-			err = io.ErrNoProgress
-		}
+	if err := r.fill(RecordSize); err != nil {
 		return Record{}, err
 	}
 	rec, err := Decode(r.buf[r.beg : r.beg+RecordSize])
 	r.beg += RecordSize
-	return rec, err
+	if err != nil || rec.Kind != Failed {
+		return rec, err
+	}
+	n := int(rec.Served)
+	if err := r.fill(n); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Record{}, err
+	}
+	rec.Text = string(r.buf[r.beg : r.beg+n])
+	rec.Served = 0
+	r.beg += n
+	return rec, nil
+}
+
+// fill reads until at least n undecoded bytes are buffered.
+func (r *Reader) fill(n int) error {
+	for r.end-r.beg < n {
+		if r.beg > 0 {
+			r.end = copy(r.buf[:], r.buf[r.beg:r.end])
+			r.beg = 0
+		}
+		m, err := r.r.Read(r.buf[r.end:])
+		r.end += m
+		if m > 0 {
+			continue
+		}
+		if err == io.EOF && r.end > 0 {
+			return io.ErrUnexpectedEOF
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	return nil
+}
+
+// Listener describes one listening socket of the handover.
+type Listener struct {
+	Network string `json:"network"`
+	Addr    string `json:"addr"`
+	// FD is the inherited descriptor. Zero means reuse-port mode: the
+	// child binds a socket of its own to Addr with SO_REUSEPORT.
+	FD int `json:"fd,omitempty"`
+}
+
+// EncodeListeners is the value of EnvListeners.
+func EncodeListeners(ls []Listener) string {
+	b, _ := json.Marshal(ls) // cannot fail for these types
+	return string(b)
+}
+
+// DecodeListeners parses the value of EnvListeners.
+func DecodeListeners(s string) ([]Listener, error) {
+	var ls []Listener
+	if err := json.Unmarshal([]byte(s), &ls); err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvListeners, err)
+	}
+	if len(ls) == 0 {
+		return nil, fmt.Errorf("%s: no listener", EnvListeners)
+	}
+	for _, l := range ls {
+		if l.FD != 0 && l.FD < FDFirstListener {
+			return nil, fmt.Errorf("%s: descriptor %d is not a listener's", EnvListeners, l.FD)
+		}
+	}
+	return ls, nil
 }

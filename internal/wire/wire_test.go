@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -50,10 +51,15 @@ func TestReaderStream(t *testing.T) {
 	var stream bytes.Buffer
 	var want []Record
 	for i := range 200 { // more than one buffer's worth
-		rec := Record{Kind: Kind(i%int(maxKind)) + 1, Served: uint32(i)}
+		rec := Record{Kind: Kind(i%int(Retire)) + 1, Served: uint32(i)}
 		var b [RecordSize]byte
 		stream.Write(Encode(&b, rec))
 		want = append(want, rec)
+		if i%50 == 0 {
+			failed := Record{Kind: Failed, Text: strings.Repeat("x", i)}
+			stream.Write(EncodeFailed(failed.Text))
+			want = append(want, failed)
+		}
 	}
 	for name, src := range map[string]io.Reader{
 		"whole":    bytes.NewReader(stream.Bytes()),
@@ -88,6 +94,33 @@ func TestReaderMalformedThenGoesOn(t *testing.T) {
 	got, err := r.Next()
 	require.NoError(t, err)
 	assert.Equal(t, Record{Kind: Busy, Served: 3}, got)
+}
+
+func TestFailedRecord(t *testing.T) {
+	long := strings.Repeat("e", MaxText+10)
+	r := NewReader(bytes.NewReader(EncodeFailed(long)))
+	rec, err := r.Next()
+	require.NoError(t, err)
+	assert.Equal(t, Record{Kind: Failed, Text: long[:MaxText]}, rec, "cut to MaxText")
+
+	cut := EncodeFailed("bind: address already in use")
+	_, err = NewReader(bytes.NewReader(cut[:len(cut)-3])).Next()
+	assert.Equal(t, io.ErrUnexpectedEOF, err)
+
+	var b [RecordSize]byte
+	_, err = Decode(Encode(&b, Record{Kind: Failed, Served: MaxText + 1}))
+	assert.ErrorIs(t, err, ErrMalformed, "a length above MaxText")
+}
+
+func TestListenersRoundTrip(t *testing.T) {
+	ls := []Listener{{Network: "tcp", Addr: "127.0.0.1:80", FD: 4}, {Network: "unixgram", Addr: "/run/a,b", FD: 5}, {Network: "udp", Addr: "[::1]:9"}}
+	got, err := DecodeListeners(EncodeListeners(ls))
+	require.NoError(t, err)
+	assert.Equal(t, ls, got)
+	for _, bad := range []string{"", "[]", "{", `[{"network":"tcp","fd":2}]`} {
+		_, err := DecodeListeners(bad)
+		assert.Error(t, err, "%q", bad)
+	}
 }
 
 func FuzzDecode(f *testing.F) {

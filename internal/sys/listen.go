@@ -1,0 +1,229 @@
+//go:build unix
+
+package sys
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// IsPacket reports whether network carries datagrams rather than streams.
+func IsPacket(network string) bool {
+	return strings.HasPrefix(network, "udp") || network == "unixgram"
+}
+
+// IsUnix reports whether network is a Unix domain socket network.
+func IsUnix(network string) bool { return strings.HasPrefix(network, "unix") }
+
+// Listen creates the socket for network ("tcp", "tcp4", "tcp6", "udp",
+// "udp4", "udp6", "unix" or "unixgram") and address: bound, listening if it
+// is a stream socket, with SO_REUSEPORT if reusePort. The returned file is
+// in non-blocking mode, the mode every child expects; os/exec can hand it to
+// children without changing that (see the comment in the body). A Unix
+// socket file left behind by a server that is gone is replaced.
+func Listen(network, address string, backlog int, reusePort bool) (*os.File, net.Addr, error) {
+	family, sa, err := resolve(network, address)
+	if err != nil {
+		return nil, nil, err
+	}
+	sotype := unix.SOCK_STREAM
+	if IsPacket(network) {
+		sotype = unix.SOCK_DGRAM
+	}
+	fd, err := socket(family, sotype)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socket", err)
+	}
+	fail := func(call string, err error) (*os.File, net.Addr, error) {
+		unix.Close(fd)
+		return nil, nil, os.NewSyscallError(call, err)
+	}
+	if family != unix.AF_UNIX {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return fail("setsockopt", err)
+		}
+	}
+	if reusePort {
+		if err := setReusePort(fd); err != nil {
+			return fail("setsockopt", err)
+		}
+	}
+	if family == unix.AF_INET6 {
+		v6only := 0
+		if strings.HasSuffix(network, "6") {
+			v6only = 1
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
+			return fail("setsockopt", err)
+		}
+	}
+	err = unix.Bind(fd, sa)
+	if errors.Is(err, unix.EADDRINUSE) && family == unix.AF_UNIX && removeStale(address, sotype) {
+		err = unix.Bind(fd, sa)
+	}
+	if err != nil {
+		return fail("bind", err)
+	}
+	if sotype == unix.SOCK_STREAM {
+		if err := unix.Listen(fd, backlog); err != nil {
+			return fail("listen", err)
+		}
+	}
+	bound, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail("getsockname", err)
+	}
+	// os.NewFile on a blocking descriptor makes a File that os/exec's call
+	// to Fd() leaves alone. Had the descriptor been non-blocking already,
+	// NewFile would have made it pollable and Fd() would switch the shared
+	// socket to blocking mode at every spawn, under the children's feet.
+	f := os.NewFile(uintptr(fd), "prefork-listener")
+	if err := unix.SetNonblock(fd, true); err != nil {
+		f.Close()
+		return nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	return f, Addr(network, bound), nil
+}
+
+// ReservePort binds a socket with SO_REUSEPORT to learn which port the
+// system gives to an address with port 0, then releases it, so that
+// children that each bind their own socket all bind that one port.
+func ReservePort(network, address string) (string, error) {
+	f, addr, err := Listen(network, address, 1, true)
+	if err != nil {
+		return "", err
+	}
+	f.Close()
+	return addr.String(), nil
+}
+
+// removeStale removes the Unix socket file at path if nothing listens on it
+// any more, and reports whether it did.
+func removeStale(path string, sotype int) bool {
+	if strings.HasPrefix(path, "@") { // Linux abstract name: no file
+		return false
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return false
+	}
+	fd, err := socket(unix.AF_UNIX, sotype)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); !errors.Is(err, unix.ECONNREFUSED) {
+		return false // a server is there, or the file is not ours to judge
+	}
+	return os.Remove(path) == nil
+}
+
+// RemoveSocketFile removes the file of a Unix socket the master created.
+func RemoveSocketFile(network, address string) {
+	if IsUnix(network) && !strings.HasPrefix(address, "@") {
+		os.Remove(address)
+	}
+}
+
+// resolve turns network and address into a socket family and address. For
+// the wildcard address of "tcp" or "udp" it picks a dual-stack IPv6 socket
+// where the host has IPv6, as the net package does.
+func resolve(network, address string) (int, unix.Sockaddr, error) {
+	var ip net.IP
+	var port int
+	var zone string
+	switch network {
+	case "unix", "unixgram":
+		if address == "" {
+			return 0, nil, errors.New("empty Unix socket path")
+		}
+		return unix.AF_UNIX, &unix.SockaddrUnix{Name: address}, nil
+	case "tcp", "tcp4", "tcp6":
+		a, err := net.ResolveTCPAddr(network, address)
+		if err != nil {
+			return 0, nil, err
+		}
+		ip, port, zone = a.IP, a.Port, a.Zone
+	case "udp", "udp4", "udp6":
+		a, err := net.ResolveUDPAddr(network, address)
+		if err != nil {
+			return 0, nil, err
+		}
+		ip, port, zone = a.IP, a.Port, a.Zone
+	default:
+		return 0, nil, fmt.Errorf("unsupported network %q", network)
+	}
+	version := network[3:] // "", "4" or "6"
+	ip4 := ip.To4()
+	wildcard := len(ip) == 0 || ip.IsUnspecified()
+	switch {
+	case version == "4" || (version == "" && ip4 != nil && !wildcard):
+		if !wildcard && ip4 == nil {
+			return 0, nil, fmt.Errorf("address %v is not IPv4", ip)
+		}
+		sa := &unix.SockaddrInet4{Port: port}
+		if !wildcard {
+			copy(sa.Addr[:], ip4)
+		}
+		return unix.AF_INET, sa, nil
+	case wildcard && (version == "6" || supportsIPv6()):
+		return unix.AF_INET6, &unix.SockaddrInet6{Port: port}, nil
+	case wildcard:
+		return unix.AF_INET, &unix.SockaddrInet4{Port: port}, nil
+	case ip4 != nil && version == "6":
+		return 0, nil, fmt.Errorf("address %v is not IPv6", ip)
+	}
+	sa := &unix.SockaddrInet6{Port: port}
+	copy(sa.Addr[:], ip.To16())
+	if zone != "" {
+		if ifi, err := net.InterfaceByName(zone); err == nil {
+			sa.ZoneId = uint32(ifi.Index)
+		} else if n, err := strconv.Atoi(zone); err == nil {
+			sa.ZoneId = uint32(n)
+		}
+	}
+	return unix.AF_INET6, sa, nil
+}
+
+func supportsIPv6() bool {
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
+}
+
+// Addr converts a socket address of network to a net.Addr: a *net.TCPAddr,
+// *net.UDPAddr or *net.UnixAddr. It returns nil for an unnamed address (an
+// unbound Unix datagram sender).
+func Addr(network string, sa unix.Sockaddr) net.Addr {
+	var ip net.IP
+	var port int
+	var zone string
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		ip, port = net.IP(sa.Addr[:]).To16(), sa.Port
+	case *unix.SockaddrInet6:
+		ip, port = net.IP(sa.Addr[:]), sa.Port
+		if sa.ZoneId != 0 {
+			zone = strconv.Itoa(int(sa.ZoneId))
+		}
+	case *unix.SockaddrUnix:
+		if sa.Name == "" {
+			return nil
+		}
+		return &net.UnixAddr{Name: sa.Name, Net: network}
+	default:
+		return nil
+	}
+	if IsPacket(network) {
+		return &net.UDPAddr{IP: ip, Port: port, Zone: zone}
+	}
+	return &net.TCPAddr{IP: ip, Port: port, Zone: zone}
+}
