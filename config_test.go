@@ -20,13 +20,13 @@ func TestBadConfigurationIsRefusedBeforeAnythingStarts(t *testing.T) {
 		m    prefork.Manager
 		want string // part of the message
 	}{
-		"zero value":          {prefork.Manager{}, "NewChild is nil"},
-		"no NewChild":         {prefork.Manager{Addr: "127.0.0.1:0"}, "NewChild is nil"},
-		"no Addr":             {prefork.Manager{NewChild: newChild}, "Addr is empty"},
-		"no port":             {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1"}, "missing port"},
-		"bad port":            {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1:http-nope"}, "bad port"},
-		"bad network":         {prefork.Manager{NewChild: newChild, Addr: ":0", Network: "sctp"}, `"sctp" is not supported`},
-		"no socket path":      {prefork.Manager{NewChild: newChild, Network: "unix"}, "path of the socket file"},
+		"zero value":     {prefork.Manager{}, "NewChild is nil"},
+		"no NewChild":    {prefork.Manager{Addr: "127.0.0.1:0"}, "NewChild is nil"},
+		"no Addr":        {prefork.Manager{NewChild: newChild}, "Addr is empty"},
+		"no port":        {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1"}, "missing port"},
+		"bad port":       {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1:http-nope"}, "bad port"},
+		"bad network":    {prefork.Manager{NewChild: newChild, Addr: ":0", Network: "sctp"}, `"sctp" is not supported`},
+		"no socket path": {prefork.Manager{NewChild: newChild, Network: "unix"}, "path of the socket file"},
 		"reuse-port unix": {
 			prefork.Manager{NewChild: newChild, Network: "unix", Addr: "/tmp/x.sock", ReusePort: true}, "TCP and UDP only"},
 		"negative MinServers": {prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: -1}, "MinServers is negative"},
