@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"net"
 	"os"
@@ -42,12 +43,16 @@ func TestMain(m *testing.M) {
 
 // helperConfig is the pool a test asks the helper to run.
 type helperConfig struct {
+	Network, Addr                             string // default tcp, 127.0.0.1:0
+	ReusePort                                 bool
 	Min, Max, MinSpare, MaxSpare, MaxRequests int
 	ShutdownTimeout                           time.Duration
 	Events                                    string // event file
 	DenySecond                                bool   // AllowDeny refuses a child's second request
 	FailInit                                  bool   // Initialize fails
 	Quiet                                     bool   // log warnings and errors only
+	DenyEvenPorts                             bool   // AllowDeny refuses clients whose port is even
+	FailPreBind                               bool   // the child's PreBind fails
 }
 
 func helperMain() int {
@@ -75,8 +80,13 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 	if cfg.Quiet {
 		level = slog.LevelWarn
 	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
 	return &prefork.Manager{
-		Addr:            "127.0.0.1:0",
+		Network:         cfg.Network,
+		Addr:            cfg.Addr,
+		ReusePort:       cfg.ReusePort,
 		MinServers:      cfg.Min,
 		MaxServers:      cfg.Max,
 		MinSpareServers: cfg.MinSpare,
@@ -145,6 +155,19 @@ func (c *testChild) Initialize(context.Context) error {
 	return nil
 }
 
+func (c *testChild) PreBind(context.Context) error {
+	c.rec.add("PreBind", "")
+	if c.cfg.FailPreBind {
+		return errors.New("PreBind refused by the test")
+	}
+	return nil
+}
+
+func (c *testChild) PostBind(_ context.Context, addr net.Addr) error {
+	c.rec.add("PostBind", addr.String())
+	return nil
+}
+
 func (c *testChild) PostAccept(_ context.Context, r *prefork.Request) error {
 	c.rec.add("PostAccept", strconv.Itoa(r.Served))
 	return nil
@@ -152,16 +175,38 @@ func (c *testChild) PostAccept(_ context.Context, r *prefork.Request) error {
 
 func (c *testChild) AllowDeny(_ context.Context, r *prefork.Request) bool {
 	c.rec.add("AllowDeny", r.Network)
+	if c.cfg.DenyEvenPorts {
+		if udp, ok := r.RemoteAddr.(*net.UDPAddr); ok && udp.Port%2 == 0 {
+			return false
+		}
+	}
 	return !(c.cfg.DenySecond && r.Served == 1)
 }
 
 func (c *testChild) RequestDenied(_ context.Context, r *prefork.Request) {
 	c.rec.add("RequestDenied", "")
-	fmt.Fprintln(r.Conn, "denied")
+	r.Reply([]byte("denied\n"))
+}
+
+// answerDatagram serves the datagram version of the protocol: "pid", or
+// "size" followed by any bytes, answered with their length and checksum;
+// anything else is echoed.
+func answerDatagram(r *prefork.Request) error {
+	cmd, _, _ := strings.Cut(string(r.Data), " ")
+	switch cmd {
+	case "pid":
+		return r.Reply([]byte(strconv.Itoa(os.Getpid())))
+	case "size":
+		return r.Reply(fmt.Appendf(nil, "%d %08x", len(r.Data), crc32.ChecksumIEEE(r.Data)))
+	}
+	return r.Reply(r.Data)
 }
 
 func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) error {
-	c.rec.add("ProcessRequest", r.RemoteAddr.String())
+	c.rec.add("ProcessRequest", fmt.Sprint(r.RemoteAddr))
+	if r.Conn == nil {
+		return answerDatagram(r)
+	}
 	in := bufio.NewScanner(r.Conn)
 	for in.Scan() {
 		cmd, arg, _ := strings.Cut(in.Text(), " ")
@@ -208,24 +253,36 @@ func (c *testChild) Shutdown(_ context.Context, err error) {
 
 // pool is a master started by a test, in a process group of its own.
 type pool struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	events string
-	log    string
-	addr   string
-	done   chan struct{} // closed when the master has exited
-	err    error         // the master's exit, once done is closed
+	t       *testing.T
+	cmd     *exec.Cmd
+	events  string
+	log     string
+	network string // to dial
+	addr    string
+	done    chan struct{} // closed when the master has exited
+	err     error         // the master's exit, once done is closed
 }
 
 const waitLimit = 15 * time.Second // generous: the race detector on 2 busy cores is slow
 
 func startPool(t *testing.T, cfg helperConfig) *pool {
 	t.Helper()
+	p := startPoolNoWait(t, cfg)
+	p.addr = p.waitEvent("", "PostBind").Detail // the master's, or a child's in reuse-port mode
+	return p
+}
+
+// startPoolNoWait starts a master and returns at once.
+func startPoolNoWait(t *testing.T, cfg helperConfig) *pool {
+	t.Helper()
 	dir := t.TempDir()
 	cfg.Events = filepath.Join(dir, "events")
 	js, err := json.Marshal(cfg)
 	require.NoError(t, err)
-	p := &pool{t: t, events: cfg.Events, log: filepath.Join(dir, "log"), done: make(chan struct{})}
+	p := &pool{t: t, events: cfg.Events, network: cfg.Network, log: filepath.Join(dir, "log"), done: make(chan struct{})}
+	if p.network == "" {
+		p.network = "tcp"
+	}
 	logFile, err := os.Create(p.log)
 	require.NoError(t, err)
 	defer logFile.Close()
@@ -244,7 +301,6 @@ func startPool(t *testing.T, cfg helperConfig) *pool {
 			t.Logf("master and children's log:\n%s", out)
 		}
 	})
-	p.addr = p.waitEvent("master", "PostBind").Detail
 	return p
 }
 
@@ -253,6 +309,12 @@ func startReady(t *testing.T, cfg helperConfig) *pool {
 	p := startPool(t, cfg)
 	p.waitEvent("master", "PostInitChildren")
 	return p
+}
+
+func (p *pool) logText() string {
+	out, err := os.ReadFile(p.log)
+	require.NoError(p.t, err)
+	return string(out)
 }
 
 func (p *pool) readEvents() []event {
@@ -278,7 +340,7 @@ func (p *pool) waitEvent(role, hook string) event {
 	var found event
 	p.waitFor(role+" "+hook+" event", func() bool {
 		for _, ev := range p.readEvents() {
-			if ev.Role == role && ev.Hook == hook {
+			if (role == "" || ev.Role == role) && ev.Hook == hook {
 				found = ev
 				return true
 			}
@@ -369,7 +431,7 @@ type client struct {
 
 func (p *pool) dial() *client {
 	p.t.Helper()
-	conn, err := net.DialTimeout("tcp", p.addr, waitLimit)
+	conn, err := net.DialTimeout(p.network, p.addr, waitLimit)
 	require.NoError(p.t, err)
 	p.t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(2 * waitLimit))

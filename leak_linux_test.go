@@ -41,7 +41,7 @@ func TestRunLeavesNoProcessDescriptorOrGoroutine(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- newHelperManager(cfg).Run(ctx) }()
 
-	p := &pool{t: t, events: cfg.Events, done: make(chan struct{})}
+	p := &pool{t: t, events: cfg.Events, network: "tcp", done: make(chan struct{})}
 	p.addr = p.waitEvent("master", "PostBind").Detail
 	p.waitEvent("master", "PostInitChildren")
 	c := p.dial()
