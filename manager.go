@@ -260,7 +260,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		spawnTimer = ms.scale(spawnTimer)
 		if !initialized && !ms.stopping && ms.ready() >= ms.cfg.minServers {
 			initialized = true
-			ms.log.Debug("prefork: pool ready", "children", len(ms.children))
+			ms.log.Info("prefork: pool ready", "children", len(ms.children))
 			err := callHook("PostInitChildren", hooks.PostInitChildren, ms.ctx)
 			if err == nil {
 				err = callHook("PreLoop", hooks.PreLoop, ms.ctx)

@@ -1,12 +1,15 @@
-// Command echo is a prefork line-echo server: each child serves one
-// connection at a time and writes back every line it reads, until the client
-// closes the connection.
+// Command echo is a prefork echo server. Over TCP (or a Unix stream socket)
+// each child serves one connection at a time and writes back every line it
+// reads, until the client closes the connection; over UDP (or unixgram) it
+// sends every datagram back to its sender.
 //
 //	go run ./examples/echo -addr 127.0.0.1:9000
+//	go run ./examples/echo -addr 127.0.0.1:9000 -proto udp -reuse-port
 //
 // and from another terminal:
 //
 //	nc 127.0.0.1 9000
+//	nc -u 127.0.0.1 9000
 //
 // SIGINT (^C) or SIGTERM stops it gracefully; a second one stops it at once.
 package main
@@ -25,6 +28,9 @@ import (
 type echo struct{}
 
 func (echo) ProcessRequest(ctx context.Context, r *prefork.Request) error {
+	if r.Conn == nil { // a datagram
+		return r.Reply(r.Data)
+	}
 	in := bufio.NewReader(r.Conn)
 	for {
 		line, err := in.ReadBytes('\n')
@@ -42,7 +48,8 @@ func (echo) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 func main() {
 	m := &prefork.Manager{NewChild: func() prefork.Child { return echo{} }}
 	flag.StringVar(&m.Addr, "addr", "127.0.0.1:9000", "address to listen on (host:port)")
-	flag.StringVar(&m.Network, "proto", "tcp", `network: "tcp", "tcp4" or "tcp6"`)
+	flag.StringVar(&m.Network, "proto", "tcp", `network: "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "unix" or "unixgram" (-addr is then a path)`)
+	flag.BoolVar(&m.ReusePort, "reuse-port", false, "each child binds its own socket with SO_REUSEPORT (TCP and UDP)")
 	flag.IntVar(&m.MinServers, "min-servers", prefork.DefaultMinServers, "least number of children")
 	flag.IntVar(&m.MaxServers, "max-servers", prefork.DefaultMaxServers, "most number of children")
 	flag.IntVar(&m.MinSpareServers, "min-spare-servers", prefork.DefaultMinSpareServers, "least number of idle children")

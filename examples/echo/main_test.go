@@ -27,13 +27,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func TestEchoServer(t *testing.T) {
+// startEcho runs the example with args and returns the address it logs.
+func startEcho(t *testing.T, args ...string) (addr string, stop func()) {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "log")
 	logFile, err := os.Create(logPath)
 	require.NoError(t, err)
 	defer logFile.Close()
-	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-min-servers", "2", "-max-servers", "4",
-		"-min-spare-servers", "1", "-max-spare-servers", "2", "-max-requests", "2")
+	cmd := exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "ECHO_TEST_MAIN=1")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -48,16 +49,34 @@ func TestEchoServer(t *testing.T) {
 		}
 	})
 
-	addrRE := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
-	var addr string
+	// In reuse-port mode nothing listens until the children have bound:
+	// wait until the pool says it is ready.
+	addrRE := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)(?s:.*)pool ready`)
 	for deadline := time.Now().Add(30 * time.Second); addr == ""; time.Sleep(10 * time.Millisecond) {
 		out, _ := os.ReadFile(logPath)
 		if m := addrRE.FindSubmatch(out); m != nil {
 			addr = string(m[1])
 		}
-		require.True(t, time.Now().Before(deadline), "the server did not log its address")
+		require.True(t, time.Now().Before(deadline), "the server did not log its address and readiness")
 	}
+	return addr, func() {
+		t.Helper()
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		select {
+		case err := <-done:
+			require.NoError(t, err, "exit status after SIGTERM")
+		case <-time.After(30 * time.Second):
+			t.Fatal("the server did not stop on SIGTERM")
+		}
+		err := syscall.Kill(-cmd.Process.Pid, 0)
+		assert.True(t, errors.Is(err, syscall.ESRCH), "processes of the server's group are left: %v", err)
+	}
+}
 
+func TestEchoTCP(t *testing.T) {
+	t.Parallel()
+	addr, stop := startEcho(t, "-min-servers", "2", "-max-servers", "4",
+		"-min-spare-servers", "1", "-max-spare-servers", "2", "-max-requests", "2")
 	// More connections than children and than MaxRequests allows one child.
 	for i := range 6 {
 		conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
@@ -72,14 +91,24 @@ func TestEchoServer(t *testing.T) {
 		}
 		conn.Close()
 	}
+	stop()
+}
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-done:
-		require.NoError(t, err, "exit status after SIGTERM")
-	case <-time.After(30 * time.Second):
-		t.Fatal("the server did not stop on SIGTERM")
+func TestEchoUDPReusePort(t *testing.T) {
+	t.Parallel()
+	addr, stop := startEcho(t, "-proto", "udp", "-reuse-port", "-min-servers", "2", "-max-servers", "3")
+	conn, err := net.Dial("udp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	buf := make([]byte, 100)
+	for i := range 5 {
+		msg := fmt.Sprintf("datagram %d", i)
+		_, err := conn.Write([]byte(msg))
+		require.NoError(t, err)
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, err := conn.Read(buf)
+		require.NoError(t, err)
+		assert.Equal(t, msg, string(buf[:n]))
 	}
-	err = syscall.Kill(-cmd.Process.Pid, 0)
-	assert.True(t, errors.Is(err, syscall.ESRCH), "processes of the server's group are left: %v", err)
+	stop()
 }
