@@ -78,7 +78,11 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	if len(h.listeners) != 1 {
 		return fmt.Errorf("prefork: child was handed %d listeners, want 1", len(h.listeners))
 	}
-	user := cfg.newChild()
+	var user Child
+	if err := guard("NewChild", func() error { user = cfg.newChild(); return nil }); err != nil {
+		logPanic(cfg.logger, err)
+		return err
+	}
 	if user == nil {
 		return invalid("Manager.NewChild returned nil")
 	}
@@ -125,7 +129,7 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	}()
 
 	if init, ok := w.child.(Initializer); ok {
-		if err := init.Initialize(w.hardCtx); err != nil {
+		if err := guard("Initialize", func() error { return init.Initialize(w.hardCtx) }); err != nil {
 			err = fmt.Errorf("prefork: Initialize: %w", err)
 			w.log.Error("prefork: child cannot initialize", "err", err)
 			return err
@@ -156,7 +160,7 @@ func (w *worker) listen(ln wire.Listener) (closeListener func(), err error) {
 		return func() { syscall.Close(w.fd) }, nil
 	}
 	if pb, ok := w.child.(PreBinder); ok {
-		if err := pb.PreBind(w.hardCtx); err != nil {
+		if err := guard("PreBind", func() error { return pb.PreBind(w.hardCtx) }); err != nil {
 			return nil, fmt.Errorf("prefork: PreBind: %w", err)
 		}
 	}
@@ -174,7 +178,7 @@ func (w *worker) listen(ln wire.Listener) (closeListener func(), err error) {
 	}
 	w.drain = true
 	if pb, ok := w.child.(PostBinder); ok {
-		if err := pb.PostBind(w.hardCtx, addr); err != nil {
+		if err := guard("PostBind", func() error { return pb.PostBind(w.hardCtx, addr) }); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("prefork: PostBind: %w", err)
 		}
@@ -265,7 +269,9 @@ func (w *worker) serve() error {
 			return err
 		}
 		if r != nil {
-			w.serveOne(r)
+			if err := w.serveOne(r); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -276,17 +282,17 @@ func (w *worker) serve() error {
 func (w *worker) serveQueue() {
 	for w.hardCtx.Err() == nil {
 		r, err := w.next()
-		if r == nil || err != nil {
+		if r == nil || err != nil || w.serveOne(r) != nil {
 			return
 		}
-		w.serveOne(r)
 	}
 }
 
-func (w *worker) serveOne(r *Request) {
+func (w *worker) serveOne(r *Request) error {
 	w.report(wire.Busy)
-	w.handle(r)
+	err := w.handle(r)
 	w.served++
+	return err
 }
 
 // next takes one request from the listener, or returns nil if there is none
@@ -368,8 +374,9 @@ func (w *worker) report(kind wire.Kind) {
 	}
 }
 
-// handle runs one request through the Child's hooks.
-func (w *worker) handle(r *Request) {
+// handle runs one request through the Child's hooks. It returns a
+// *PanicError if a hook panicked, which ends the child.
+func (w *worker) handle(r *Request) error {
 	ctx := w.hardCtx
 	if r.Conn != nil {
 		// Once the stop cannot wait any longer, a handler that watches
@@ -384,26 +391,42 @@ func (w *worker) handle(r *Request) {
 		r.Conn.Close()
 	}
 	if pp, ok := w.child.(PostProcessor); ok {
-		pp.PostProcessRequest(ctx, r, err)
+		if perr := guard("PostProcessRequest", func() error { pp.PostProcessRequest(ctx, r, err); return nil }); perr != nil {
+			err = perr
+		}
 	}
+	var panicked *PanicError
+	if errors.As(err, &panicked) {
+		logPanic(w.log, panicked)
+		return panicked
+	}
+	return nil
 }
 
 // process runs the hooks between accept and close, and returns why the
 // request ended.
 func (w *worker) process(ctx context.Context, r *Request) error {
 	if pa, ok := w.child.(PostAccepter); ok {
-		if err := pa.PostAccept(ctx, r); err != nil {
+		if err := guard("PostAccept", func() error { return pa.PostAccept(ctx, r) }); err != nil {
 			w.log.Warn("prefork: PostAccept", "remote", addrString(r.RemoteAddr), "err", err)
 			return fmt.Errorf("prefork: PostAccept: %w", err)
 		}
 	}
-	if ad, ok := w.child.(AllowDenier); ok && !ad.AllowDeny(ctx, r) {
-		if rd, ok := w.child.(RequestDenier); ok {
-			rd.RequestDenied(ctx, r)
+	if ad, ok := w.child.(AllowDenier); ok {
+		allow := true
+		if err := guard("AllowDeny", func() error { allow = ad.AllowDeny(ctx, r); return nil }); err != nil {
+			return err
 		}
-		return ErrRequestDenied
+		if !allow {
+			if rd, ok := w.child.(RequestDenier); ok {
+				if err := guard("RequestDenied", func() error { rd.RequestDenied(ctx, r); return nil }); err != nil {
+					return err
+				}
+			}
+			return ErrRequestDenied
+		}
 	}
-	err := w.child.ProcessRequest(ctx, r)
+	err := guard("ProcessRequest", func() error { return w.child.ProcessRequest(ctx, r) })
 	if err != nil {
 		w.log.Warn("prefork: request failed", "remote", addrString(r.RemoteAddr), "err", err)
 	}
@@ -412,7 +435,16 @@ func (w *worker) process(ctx context.Context, r *Request) error {
 
 func (w *worker) shutdown(err error) {
 	if s, ok := w.child.(Shutdowner); ok {
-		s.Shutdown(w.hardCtx, err)
+		if perr := guard("Shutdown", func() error { s.Shutdown(w.hardCtx, err); return nil }); perr != nil {
+			logPanic(w.log, perr)
+		}
+	}
+}
+
+func logPanic(log *slog.Logger, err error) {
+	var p *PanicError
+	if errors.As(err, &p) {
+		log.Error("prefork: panic", "hook", p.Hook, "panic", fmt.Sprint(p.Value), "stack", string(p.Stack))
 	}
 }
 

@@ -228,6 +228,11 @@ func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) erro
 		case "stopping":
 			<-r.Stopping()
 			reply = "stopping"
+		case "panic":
+			panic("the test asked for it")
+		case "corrupt": // garbage on the status socket, as a broken child might write
+			syscall.Write(3, []byte("not a status record"))
+			reply = "corrupted"
 		default:
 			reply = in.Text()
 		}
@@ -248,6 +253,11 @@ func (c *testChild) PostProcessRequest(_ context.Context, _ *prefork.Request, er
 }
 
 func (c *testChild) Shutdown(_ context.Context, err error) {
+	var p *prefork.PanicError
+	if errors.As(err, &p) {
+		c.rec.add("Shutdown", "PanicError in "+p.Hook)
+		return
+	}
 	c.rec.add("Shutdown", fmt.Sprint(err))
 }
 
@@ -465,4 +475,11 @@ func (p *pool) askPID() int {
 	pid, err := strconv.Atoi(c.ask("pid"))
 	require.NoError(p.t, err)
 	return pid
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	require.NoError(t, err)
+	return n
 }

@@ -190,7 +190,7 @@ func runMaster(ctx context.Context, cfg config) (err error) {
 		defer listener.Close()
 		handed = wire.Listener{Network: cfg.network, Addr: addr.String(), FD: wire.FDFirstListener}
 		if hooks.PostBind != nil {
-			if err := hooks.PostBind(ctx, addr); err != nil {
+			if err := guard("PostBind", func() error { return hooks.PostBind(ctx, addr) }); err != nil {
 				return fmt.Errorf("prefork: PostBind hook: %w", err)
 			}
 		}
@@ -224,7 +224,7 @@ func callHook(name string, hook func(context.Context) error, ctx context.Context
 	if hook == nil {
 		return nil
 	}
-	if err := hook(ctx); err != nil {
+	if err := guard(name, func() error { return hook(ctx) }); err != nil {
 		return fmt.Errorf("prefork: %s hook: %w", name, err)
 	}
 	return nil
@@ -278,7 +278,11 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			if decide == nil {
 				decide = DefaultSignal
 			}
-			action := decide(sig, ms.stopping)
+			var action SignalAction
+			if err := guard("Signal", func() error { action = decide(sig, ms.stopping); return nil }); err != nil {
+				logPanic(ms.log, err)
+				action = DefaultSignal(sig, ms.stopping)
+			}
 			ms.log.Info("prefork: signal", "signal", sig.String(), "action", action.String())
 			ms.stop(action, nil)
 		case <-ctxDone:
@@ -299,7 +303,13 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	}
 	ms.watchers.Wait()
 	if hooks.PreServerClose != nil {
-		hooks.PreServerClose(context.WithoutCancel(ms.ctx))
+		err := guard("PreServerClose", func() error { hooks.PreServerClose(context.WithoutCancel(ms.ctx)); return nil })
+		if err != nil {
+			logPanic(ms.log, err)
+			if ms.stopErr == nil {
+				ms.stopErr = err
+			}
+		}
 	}
 	ms.log.Info("prefork: stopped")
 	return ms.stopErr
