@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/signal"
@@ -48,10 +49,11 @@ type worker struct {
 	stopCause error         // why; written before stopping is closed
 	timers    []*time.Timer
 
-	served   int
-	reported wire.Kind
-	buf      [wire.RecordSize]byte
-	spurious int // wake-ups that found no request
+	maxRequests int // MaxRequests plus this child's jitter
+	served      int
+	reported    wire.Kind
+	buf         [wire.RecordSize]byte
+	spurious    int // wake-ups that found no request
 }
 
 func runChild(ctx context.Context, cfg config, h *handover) (err error) {
@@ -92,6 +94,9 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 		child:    user,
 		status:   status,
 		stopping: make(chan struct{}),
+	}
+	if w.maxRequests = cfg.maxRequests; w.maxRequests > 0 && cfg.jitter > 0 {
+		w.maxRequests += rand.IntN(cfg.jitter + 1)
 	}
 	w.hardCtx, w.hardStop = context.WithCancel(ctx)
 	defer w.hardStop()
@@ -252,7 +257,7 @@ func (w *worker) serve() error {
 		if w.stopped() {
 			return w.stopCause
 		}
-		if w.cfg.maxRequests > 0 && w.served >= w.cfg.maxRequests {
+		if w.maxRequests > 0 && w.served >= w.maxRequests {
 			w.log.Debug("prefork: child reached MaxRequests", "served", w.served)
 			return nil
 		}
@@ -378,11 +383,17 @@ func (w *worker) report(kind wire.Kind) {
 // *PanicError if a hook panicked, which ends the child.
 func (w *worker) handle(r *Request) error {
 	ctx := w.hardCtx
+	if w.cfg.requestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, w.cfg.requestTimeout)
+		defer cancel()
+	}
 	if r.Conn != nil {
-		// Once the stop cannot wait any longer, a handler that watches
-		// ctx has half of killGrace to write a last word; then its reads
-		// and writes fail too, for handlers that do not watch ctx, so
-		// that the child can still exit by itself before it is killed.
+		// Once the stop cannot wait any longer or the request has run out
+		// of time, a handler that watches ctx has half of killGrace to
+		// write a last word; then its reads and writes fail too, for
+		// handlers that do not watch ctx, so that the child can go on (or
+		// exit by itself) before it is killed.
 		defer context.AfterFunc(ctx, func() { r.Conn.SetDeadline(time.Now().Add(killGrace / 2)) })()
 		defer r.Conn.Close() // again after PostProcessRequest's Close: harmless
 	}

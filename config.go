@@ -27,7 +27,8 @@ type config struct {
 	backlog                int
 	minServers, maxServers int
 	minSpare, maxSpare     int
-	maxRequests            int
+	maxRequests, jitter    int
+	requestTimeout         time.Duration
 	shutdownTimeout        time.Duration
 	logger                 *slog.Logger
 	newChild               func() Child
@@ -55,6 +56,8 @@ func (m *Manager) config() (config, error) {
 		reusePort:       m.ReusePort,
 		backlog:         m.Backlog,
 		maxRequests:     m.MaxRequests,
+		jitter:          m.MaxRequestsJitter,
+		requestTimeout:  m.RequestTimeout,
 		shutdownTimeout: m.ShutdownTimeout,
 		logger:          m.Logger,
 		newChild:        m.NewChild,
@@ -67,7 +70,8 @@ func (m *Manager) config() (config, error) {
 		{"MinServers", int64(m.MinServers)}, {"MaxServers", int64(m.MaxServers)},
 		{"MinSpareServers", int64(m.MinSpareServers)}, {"MaxSpareServers", int64(m.MaxSpareServers)},
 		{"MaxRequests", int64(m.MaxRequests)}, {"Backlog", int64(m.Backlog)},
-		{"ShutdownTimeout", int64(m.ShutdownTimeout)},
+		{"ShutdownTimeout", int64(m.ShutdownTimeout)}, {"MaxRequestsJitter", int64(m.MaxRequestsJitter)},
+		{"RequestTimeout", int64(m.RequestTimeout)},
 	} {
 		if f.value < 0 {
 			return c, invalid("Manager.%s is negative (%d); use 0 for the default or a positive value", f.name, f.value)

@@ -17,29 +17,29 @@ func TestBadConfigurationIsRefusedBeforeAnythingStarts(t *testing.T) {
 	t.Parallel()
 	newChild := func() prefork.Child { return nopChild{} }
 	cases := map[string]struct {
-		m    prefork.Manager
+		m    *prefork.Manager
 		want string // part of the message
 	}{
-		"zero value":     {prefork.Manager{}, "NewChild is nil"},
-		"no NewChild":    {prefork.Manager{Addr: "127.0.0.1:0"}, "NewChild is nil"},
-		"no Addr":        {prefork.Manager{NewChild: newChild}, "Addr is empty"},
-		"no port":        {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1"}, "missing port"},
-		"bad port":       {prefork.Manager{NewChild: newChild, Addr: "127.0.0.1:http-nope"}, "bad port"},
-		"bad network":    {prefork.Manager{NewChild: newChild, Addr: ":0", Network: "sctp"}, `"sctp" is not supported`},
-		"no socket path": {prefork.Manager{NewChild: newChild, Network: "unix"}, "path of the socket file"},
+		"zero value":     {&prefork.Manager{}, "NewChild is nil"},
+		"no NewChild":    {&prefork.Manager{Addr: "127.0.0.1:0"}, "NewChild is nil"},
+		"no Addr":        {&prefork.Manager{NewChild: newChild}, "Addr is empty"},
+		"no port":        {&prefork.Manager{NewChild: newChild, Addr: "127.0.0.1"}, "missing port"},
+		"bad port":       {&prefork.Manager{NewChild: newChild, Addr: "127.0.0.1:http-nope"}, "bad port"},
+		"bad network":    {&prefork.Manager{NewChild: newChild, Addr: ":0", Network: "sctp"}, `"sctp" is not supported`},
+		"no socket path": {&prefork.Manager{NewChild: newChild, Network: "unix"}, "path of the socket file"},
 		"reuse-port unix": {
-			prefork.Manager{NewChild: newChild, Network: "unix", Addr: "/tmp/x.sock", ReusePort: true}, "TCP and UDP only"},
-		"negative MinServers": {prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: -1}, "MinServers is negative"},
+			&prefork.Manager{NewChild: newChild, Network: "unix", Addr: "/tmp/x.sock", ReusePort: true}, "TCP and UDP only"},
+		"negative MinServers": {&prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: -1}, "MinServers is negative"},
 		"negative MaxRequests": {
-			prefork.Manager{NewChild: newChild, Addr: ":0", MaxRequests: -3}, "MaxRequests is negative"},
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxRequests: -3}, "MaxRequests is negative"},
 		"negative ShutdownTimeout": {
-			prefork.Manager{NewChild: newChild, Addr: ":0", ShutdownTimeout: -1}, "ShutdownTimeout is negative"},
+			&prefork.Manager{NewChild: newChild, Addr: ":0", ShutdownTimeout: -1}, "ShutdownTimeout is negative"},
 		"min above max": {
-			prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: 8, MaxServers: 4}, "MinServers (8) is greater than MaxServers (4)"},
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: 8, MaxServers: 4}, "MinServers (8) is greater than MaxServers (4)"},
 		"min spare above max spare": {
-			prefork.Manager{NewChild: newChild, Addr: ":0", MinSpareServers: 6, MaxSpareServers: 3}, "MinSpareServers (6) is greater than MaxSpareServers (3)"},
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MinSpareServers: 6, MaxSpareServers: 3}, "MinSpareServers (6) is greater than MaxSpareServers (3)"},
 		"min spare above max servers": {
-			prefork.Manager{NewChild: newChild, Addr: ":0", MaxServers: 3, MinSpareServers: 4}, "MinSpareServers (4) is greater than MaxServers (3)"},
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxServers: 3, MinSpareServers: 4}, "MinSpareServers (4) is greater than MaxServers (3)"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -1,10 +1,18 @@
 package prefork_test
 
 import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -52,4 +60,135 @@ func TestMalformedStatusRecordGetsChildKilled(t *testing.T) {
 	p.waitFor("the corrupting child to be killed", func() bool { return !slices.Contains(p.children(), victim) })
 	assert.Contains(t, p.logText(), "malformed status record")
 	assert.Equal(t, "still serving", p.dial().ask("still serving"))
+}
+
+func TestRequestTimeout(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2, RequestTimeout: 300 * time.Millisecond})
+
+	polite := p.dial()
+	start := time.Now()
+	assert.Equal(t, "cancelled", polite.ask("sleep 1h"), "the request's ctx has the deadline")
+	assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond)
+
+	stuck := p.dial()
+	victim := atoi(t, stuck.ask("pid"))
+	stuck.send("hang")
+	_, err := stuck.recv()
+	assert.Error(t, err, "the stuck request's connection ends")
+	p.waitFor("the stuck child to be replaced", func() bool {
+		kids := p.children()
+		return !slices.Contains(kids, victim) && len(kids) >= 2
+	})
+	assert.Contains(t, p.logText(), "request timed out")
+	assert.Equal(t, "next", p.dial().ask("next"))
+}
+
+// Children retire all the time here (after two requests each) while
+// clients keep connecting: no connection may fail, because a retiring
+// child stops accepting before it exits and the shared socket keeps the
+// queue for the others.
+func TestRetiringChildrenLoseNoConnection(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2, MaxRequests: 2, Quiet: true})
+	failures := hammer(t, p, 4, 40, nil)
+	assert.Zero(t, failures)
+}
+
+func TestRestartChildrenReplacesEveryChildWithoutFailures(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 3, Max: 6, MinSpare: 1, MaxSpare: 3, RestartOnHUP: true, Quiet: true})
+	before := p.children()
+	require.Len(t, before, 3)
+	failures := hammer(t, p, 3, 60, func() { p.signal(syscall.SIGHUP) })
+	assert.Zero(t, failures)
+	p.waitFor("every child to be replaced", func() bool {
+		kids := p.children()
+		for _, pid := range before {
+			if slices.Contains(kids, pid) {
+				return false
+			}
+		}
+		return len(kids) >= 3
+	})
+}
+
+// hammer runs clients that each make count short connections, one after
+// another, calling during (if not nil) once all clients have started. It
+// returns how many connections failed.
+func hammer(t *testing.T, p *pool, clients, count int, during func()) int {
+	t.Helper()
+	var failures atomic.Int64
+	var started, wg sync.WaitGroup
+	started.Add(clients)
+	for range clients {
+		wg.Go(func() {
+			started.Done()
+			for i := range count {
+				conn, err := net.DialTimeout("tcp", p.addr, waitLimit)
+				if err != nil {
+					t.Logf("dial: %v", err)
+					failures.Add(1)
+					continue
+				}
+				conn.SetDeadline(time.Now().Add(waitLimit))
+				msg := "m" + strconv.Itoa(i)
+				fmt.Fprintln(conn, msg)
+				reply, err := bufio.NewReader(conn).ReadString('\n')
+				if err != nil || reply != msg+"\n" {
+					t.Logf("reply %q, %v", reply, err)
+					failures.Add(1)
+				}
+				conn.Close()
+			}
+		})
+	}
+	started.Wait()
+	if during != nil {
+		during()
+	}
+	wg.Wait()
+	return int(failures.Load())
+}
+
+func TestMaxRequestsJitter(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2, MaxRequests: 2, Jitter: 3})
+	served := map[int]int{}
+	for range 40 {
+		served[p.askPID()]++
+	}
+	most := 0
+	for pid, n := range served {
+		assert.LessOrEqual(t, n, 5, "child %d served %d requests", pid, n)
+		most = max(most, n)
+	}
+	assert.Greater(t, most, 2, "some child got extra requests from the jitter")
+	t.Logf("requests per child: %v", served)
+}
+
+// Clients that misbehave cost a child one request each, never the child
+// itself or the master.
+func TestBadClients(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2})
+	before := p.children()
+	for i := range 20 {
+		conn, err := net.DialTimeout("tcp", p.addr, waitLimit)
+		require.NoError(t, err)
+		switch i % 4 {
+		case 0: // connect and close at once
+		case 1: // garbage, no newline
+			conn.Write([]byte{0, 0xff, 0xfe, '\r', 7, 0})
+		case 2: // reset in the middle of a request
+			conn.Write([]byte("sleep 50ms\n"))
+			conn.(*net.TCPConn).SetLinger(0)
+		case 3: // a long line
+			conn.Write(bytes.Repeat([]byte("x"), 200_000))
+		}
+		conn.Close()
+	}
+	assert.Equal(t, "fine", p.dial().ask("fine"))
+	assert.NotContains(t, p.logText(), "child died")
+	assert.Subset(t, p.children(), before, "no child was lost")
 }

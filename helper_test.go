@@ -53,6 +53,9 @@ type helperConfig struct {
 	Quiet                                     bool   // log warnings and errors only
 	DenyEvenPorts                             bool   // AllowDeny refuses clients whose port is even
 	FailPreBind                               bool   // the child's PreBind fails
+	RestartOnHUP                              bool   // SIGHUP restarts the children
+	RequestTimeout                            time.Duration
+	Jitter                                    int
 }
 
 func helperMain() int {
@@ -84,17 +87,19 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 		cfg.Addr = "127.0.0.1:0"
 	}
 	return &prefork.Manager{
-		Network:         cfg.Network,
-		Addr:            cfg.Addr,
-		ReusePort:       cfg.ReusePort,
-		MinServers:      cfg.Min,
-		MaxServers:      cfg.Max,
-		MinSpareServers: cfg.MinSpare,
-		MaxSpareServers: cfg.MaxSpare,
-		MaxRequests:     cfg.MaxRequests,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		NewChild:        func() prefork.Child { return &testChild{cfg: cfg, rec: rec} },
+		Network:           cfg.Network,
+		Addr:              cfg.Addr,
+		ReusePort:         cfg.ReusePort,
+		MinServers:        cfg.Min,
+		MaxServers:        cfg.Max,
+		MinSpareServers:   cfg.MinSpare,
+		MaxSpareServers:   cfg.MaxSpare,
+		MaxRequests:       cfg.MaxRequests,
+		MaxRequestsJitter: cfg.Jitter,
+		RequestTimeout:    cfg.RequestTimeout,
+		ShutdownTimeout:   cfg.ShutdownTimeout,
+		Logger:            slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		NewChild:          func() prefork.Child { return &testChild{cfg: cfg, rec: rec} },
 		Hooks: prefork.ManagerHooks{
 			PreBind: hook("PreBind"),
 			PostBind: func(_ context.Context, addr net.Addr) error {
@@ -109,6 +114,9 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 			PreServerClose:   func(context.Context) { rec.add("PreServerClose", "") },
 			Signal: func(sig os.Signal, stopping bool) prefork.SignalAction {
 				rec.add("Signal", sig.String())
+				if cfg.RestartOnHUP && sig == syscall.SIGHUP {
+					return prefork.RestartChildren
+				}
 				return prefork.DefaultSignal(sig, stopping)
 			},
 		},
@@ -228,6 +236,8 @@ func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) erro
 		case "stopping":
 			<-r.Stopping()
 			reply = "stopping"
+		case "hang": // a handler that ignores ctx
+			time.Sleep(time.Hour)
 		case "panic":
 			panic("the test asked for it")
 		case "corrupt": // garbage on the status socket, as a broken child might write

@@ -133,6 +133,9 @@ const (
 	StopGracefully
 	// StopNow kills every child at once and stops.
 	StopNow
+	// RestartChildren replaces every child, a few at a time, without
+	// failing a request: see Manager.RestartChildren.
+	RestartChildren
 )
 
 // DefaultSignal is the default ManagerHooks.Signal: SIGINT and SIGTERM stop

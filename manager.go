@@ -57,6 +57,19 @@ type Manager struct {
 	// is replaced. Zero means no limit. Denied requests count.
 	MaxRequests int
 
+	// MaxRequestsJitter adds a random 0..MaxRequestsJitter to each
+	// child's MaxRequests, so that children started together do not all
+	// retire at once. Zero means none.
+	MaxRequestsJitter int
+
+	// RequestTimeout bounds one request, when positive. The request's ctx
+	// carries that deadline, and its connection's reads and writes fail
+	// half a second after it; a child still busy a second after the
+	// deadline gets SIGTERM, and SIGKILL a second later, and is replaced.
+	// It is the defence against clients and handlers that hold children
+	// forever. Zero means no limit.
+	RequestTimeout time.Duration
+
 	// ShutdownTimeout bounds a graceful stop (default 30s): when it has
 	// run out, children's request contexts are cancelled, and a second
 	// later the children that are left are killed.
@@ -72,6 +85,9 @@ type Manager struct {
 
 	// Hooks are the master's lifecycle hooks.
 	Hooks ManagerHooks
+
+	mu      sync.Mutex
+	running *master // while Run runs in the master
 }
 
 // Run runs the prefork server and blocks until it stops.
@@ -94,7 +110,38 @@ func (m *Manager) Run(ctx context.Context) error {
 	if inherited != nil {
 		return runChild(ctx, cfg, inherited)
 	}
-	return runMaster(ctx, cfg)
+	ms := newMaster(ctx, cfg)
+	m.mu.Lock()
+	if m.running != nil {
+		m.mu.Unlock()
+		return errors.New("prefork: Run called while the Manager is running")
+	}
+	m.running = ms
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.running = nil
+		m.mu.Unlock()
+	}()
+	return ms.run()
+}
+
+// RestartChildren replaces every child with a fresh one, a few at a time,
+// without failing a request: each old child is retired when it is idle and
+// replaced as the pool needs. Use it after a change that children read
+// when they start, for example from the SIGHUP handler (or return the
+// RestartChildren action from ManagerHooks.Signal). It returns at once, and
+// does nothing when Run is not running in this process's master.
+func (m *Manager) RestartChildren() {
+	m.mu.Lock()
+	ms := m.running
+	m.mu.Unlock()
+	if ms != nil {
+		select {
+		case ms.restart <- struct{}{}:
+		default: // a restart is already asked for
+		}
+	}
 }
 
 // killGrace is how long after ShutdownTimeout a child may take to return
@@ -123,7 +170,11 @@ type child struct {
 	state  wire.Kind // 0 until the child is ready, then the last record
 	served uint32
 	retire bool   // Retire was sent
+	old    bool   // to be replaced by RestartChildren
 	failed string // the error the child reported before it exited
+
+	busySince  time.Time // when the current request began
+	terminated time.Time // when the master sent SIGTERM for RequestTimeout
 }
 
 func (c *child) idle() bool   { return c.state == 0 || c.state == wire.Idle }
@@ -148,6 +199,7 @@ type master struct {
 	spawner  *spawner
 	children map[int]*child
 	events   chan event
+	restart  chan struct{}
 	watchers sync.WaitGroup
 
 	everReady bool
@@ -157,14 +209,19 @@ type master struct {
 	stopErr   error // what Run returns
 }
 
-func runMaster(ctx context.Context, cfg config) (err error) {
-	ms := &master{
+func newMaster(ctx context.Context, cfg config) *master {
+	return &master{
 		cfg:      cfg,
 		log:      cfg.logger,
 		ctx:      ctx,
 		children: make(map[int]*child),
 		events:   make(chan event, 64),
+		restart:  make(chan struct{}, 1),
 	}
+}
+
+func (ms *master) run() error {
+	ctx, cfg := ms.ctx, ms.cfg
 	hooks := cfg.hooks
 	var handed wire.Listener
 	if cfg.reusePort {
@@ -207,6 +264,7 @@ func runMaster(ctx context.Context, cfg config) (err error) {
 		return err
 	}
 
+	var err error
 	if ms.exe, err = sys.Executable(); err != nil {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
@@ -252,11 +310,18 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	hooks := ms.cfg.hooks
 	retireTick := time.NewTicker(retireInterval)
 	defer retireTick.Stop()
+	var timeoutTick <-chan time.Time
+	if ms.cfg.requestTimeout > 0 {
+		t := time.NewTicker(timeoutCheckInterval)
+		defer t.Stop()
+		timeoutTick = t.C
+	}
 	var killTimer, spawnTimer <-chan time.Time
 	ctxDone := ms.ctx.Done()
 	initialized := false
 
 	for !ms.stopping || len(ms.children) > 0 {
+		ms.replaceOld()
 		spawnTimer = ms.scale(spawnTimer)
 		if !initialized && !ms.stopping && ms.ready() >= ms.cfg.minServers {
 			initialized = true
@@ -291,6 +356,10 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			ms.stop(StopGracefully, nil)
 		case <-retireTick.C:
 			ms.retireSurplus()
+		case <-timeoutTick:
+			ms.enforceRequestTimeout()
+		case <-ms.restart:
+			ms.beginRestart()
 		case <-spawnTimer:
 			spawnTimer = nil
 		case <-killTimer:
@@ -323,6 +392,8 @@ func (a SignalAction) String() string {
 		return "stop gracefully"
 	case StopNow:
 		return "stop now"
+	case RestartChildren:
+		return "restart children"
 	}
 	return "SignalAction(" + strconv.Itoa(int(a)) + ")"
 }
@@ -344,6 +415,8 @@ func (ms *master) stop(action SignalAction, err error) {
 	case StopNow:
 		ms.stopping = true
 		ms.killAll()
+	case RestartChildren:
+		ms.beginRestart()
 	}
 }
 
@@ -496,6 +569,10 @@ func (ms *master) handle(ev event) {
 			}
 		}
 		c.state, c.served = ev.rec.Kind, ev.rec.Served
+		c.busySince = time.Time{}
+		if c.state == wire.Busy {
+			c.busySince = time.Now()
+		}
 	}
 }
 
@@ -521,7 +598,7 @@ func (ms *master) exited(c *child, err error) {
 }
 
 // retireSurplus asks idle children above MaxSpareServers to exit, keeping
-// at least MinServers.
+// at least MinServers; children due for replacement go first.
 func (ms *master) retireSurplus() {
 	if ms.stopping {
 		return
@@ -536,13 +613,79 @@ func (ms *master) retireSurplus() {
 		}
 	}
 	n := min(idle-ms.cfg.maxSpare, active-ms.cfg.minServers)
-	for _, c := range ms.children {
-		if n <= 0 {
-			break
+	for _, old := range []bool{true, false} {
+		for _, c := range ms.children {
+			if n > 0 && c.old == old && c.active() && c.state == wire.Idle {
+				ms.sendRetire(c)
+				n--
+			}
 		}
-		if c.active() && c.state == wire.Idle {
+	}
+}
+
+// beginRestart marks every child for replacement by replaceOld.
+func (ms *master) beginRestart() {
+	if ms.stopping {
+		return
+	}
+	n := 0
+	for _, c := range ms.children {
+		if c.active() {
+			c.old = true
+			n++
+		}
+	}
+	ms.log.Info("prefork: restarting children", "children", n)
+}
+
+// replaceOld retires children marked by beginRestart, as many at a time as
+// MinSpareServers (at least one), and only while no replacement is still
+// starting: the pool keeps its capacity, and the shared socket keeps every
+// waiting connection for the children that go on.
+func (ms *master) replaceOld() {
+	if ms.stopping {
+		return
+	}
+	retiring, batch := 0, max(1, ms.cfg.minSpare)
+	for _, c := range ms.children {
+		if c.state == 0 && c.active() {
+			return // a replacement is starting
+		}
+		if c.old && !c.active() {
+			retiring++
+		}
+	}
+	for _, c := range ms.children {
+		if retiring >= batch {
+			return
+		}
+		if c.old && c.active() && c.state == wire.Idle {
 			ms.sendRetire(c)
-			n--
+			retiring++
+		}
+	}
+}
+
+// timeoutCheckInterval paces the checks of RequestTimeout.
+const timeoutCheckInterval = 100 * time.Millisecond
+
+// enforceRequestTimeout stops children busy longer than RequestTimeout,
+// past the grace that lets a handler see its ctx end: SIGTERM first, then
+// SIGKILL.
+func (ms *master) enforceRequestTimeout() {
+	now := time.Now()
+	for _, c := range ms.children {
+		switch {
+		case c.busySince.IsZero() || now.Sub(c.busySince) < ms.cfg.requestTimeout+killGrace:
+		case c.terminated.IsZero():
+			ms.log.Warn("prefork: request timed out; stopping the child", "pid", c.pid, "busy", now.Sub(c.busySince).Round(time.Millisecond))
+			c.terminated = now
+			c.retire = true // it will not take another request
+			c.cmd.Process.Signal(syscall.SIGTERM)
+		case now.Sub(c.terminated) >= killGrace:
+			ms.log.Warn("prefork: child did not stop after SIGTERM; killing it", "pid", c.pid)
+			c.cmd.Process.Kill()
+			c.busySince = time.Time{}
 		}
 	}
 }
