@@ -113,4 +113,3 @@ func soakRequest(addr string, i int) (pid int, err error) {
 	}
 	return pid, nil
 }
-
