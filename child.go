@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,9 +45,13 @@ type worker struct {
 	hardCtx  context.Context
 	hardStop context.CancelFunc
 
-	stopOnce  sync.Once
+	retired   atomic.Bool   // the master sent Retire
 	stopping  chan struct{} // closed when a graceful stop begins
 	stopCause error         // why; written before stopping is closed
+
+	mu        sync.Mutex // guards the fields below, and beginStop
+	stopBegun bool
+	finished  bool // run is over: no more stops, no more timers
 	timers    []*time.Timer
 
 	maxRequests int // MaxRequests plus this child's jitter
@@ -98,7 +103,8 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	if w.maxRequests = cfg.maxRequests; w.maxRequests > 0 && cfg.jitter > 0 {
 		w.maxRequests += rand.IntN(cfg.jitter + 1)
 	}
-	w.hardCtx, w.hardStop = context.WithCancel(ctx)
+	// Run's ctx ends in a graceful stop (see run), not in cancelled requests.
+	w.hardCtx, w.hardStop = context.WithCancel(context.WithoutCancel(ctx))
 	defer w.hardStop()
 	err = w.run(ctx, h.masterPID, h.listeners[0])
 	w.shutdown(err)
@@ -123,11 +129,19 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 
 	var reading sync.WaitGroup
 	reading.Go(w.readRecords)
-	defer reading.Wait()
-	defer w.status.SetReadDeadline(time.Now()) // ends readRecords
-	defer w.catchSignals(masterPID)()
-	defer context.AfterFunc(ctx, func() { w.beginStop(context.Cause(ctx)) })()
+	undoSignals := w.catchSignals(masterPID)
+	stopOnCancel := context.AfterFunc(ctx, func() { w.beginStop(context.Cause(ctx)) })
 	defer func() {
+		// Silence every source of beginStop, then its timers, so that
+		// nothing fires after run returns (before the wake-up pipe
+		// closes, in the defers above).
+		stopOnCancel()
+		undoSignals()
+		w.status.SetReadDeadline(time.Now()) // ends readRecords
+		reading.Wait()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.finished = true
 		for _, t := range w.timers {
 			t.Stop()
 		}
@@ -195,7 +209,8 @@ func (w *worker) listen(ln wire.Listener) (closeListener func(), err error) {
 // one a stop at once; SIGHUP is the master's business. It returns the
 // function that undoes it.
 func (w *worker) catchSignals(masterPID int) func() {
-	signal.Ignore(syscall.SIGHUP)
+	hups := make(chan os.Signal, 1) // never read: SIGHUP does nothing here
+	signal.Notify(hups, syscall.SIGHUP)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	done := make(chan struct{})
@@ -219,6 +234,7 @@ func (w *worker) catchSignals(masterPID int) func() {
 		}
 	})
 	return func() {
+		signal.Stop(hups)
 		signal.Stop(sigs)
 		close(done)
 		wg.Wait()
@@ -230,17 +246,33 @@ func (w *worker) catchSignals(masterPID int) func() {
 // request still does not return, the child exits by itself a little later,
 // so that it cannot outlive a master that is gone.
 func (w *worker) beginStop(cause error) {
-	w.stopOnce.Do(func() {
-		w.stopCause = cause
-		close(w.stopping)
-		w.wake.Wake()
-		w.timers = append(w.timers,
-			time.AfterFunc(w.cfg.shutdownTimeout, w.hardStop),
-			time.AfterFunc(w.cfg.shutdownTimeout+killGrace, func() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopBegun || w.finished {
+		return
+	}
+	w.stopBegun = true
+	w.stopCause = cause
+	close(w.stopping)
+	w.wake.Wake()
+	w.timers = append(w.timers,
+		time.AfterFunc(w.cfg.shutdownTimeout, w.hardStop),
+		time.AfterFunc(w.cfg.shutdownTimeout+killGrace, func() {
+			w.mu.Lock()
+			finished := w.finished
+			w.mu.Unlock()
+			if !finished {
 				w.log.Error("prefork: request did not end after ShutdownTimeout; exiting")
 				os.Exit(2)
-			}))
-	})
+			}
+		}))
+}
+
+// retire makes the child leave once it is idle, without hurrying the
+// request in hand: the master has enough children without it.
+func (w *worker) retire() {
+	w.retired.Store(true)
+	w.wake.Wake()
 }
 
 func (w *worker) stopped() bool {
@@ -257,6 +289,9 @@ func (w *worker) serve() error {
 		if w.stopped() {
 			return w.stopCause
 		}
+		if w.retired.Load() {
+			return nil
+		}
 		if w.maxRequests > 0 && w.served >= w.maxRequests {
 			w.log.Debug("prefork: child reached MaxRequests", "served", w.served)
 			return nil
@@ -266,7 +301,9 @@ func (w *worker) serve() error {
 		if err != nil {
 			return fmt.Errorf("prefork: %w", err)
 		}
-		if !listenerReady || w.stopped() { // leave it to a child that goes on
+		// A child that is leaving still takes the connection it was
+		// woken for: the kernel woke no other child for it.
+		if !listenerReady {
 			continue
 		}
 		r, err := w.next()
@@ -282,10 +319,11 @@ func (w *worker) serve() error {
 }
 
 // serveQueue serves what is still queued on the child's own socket before
-// the socket closes, which would lose it, until the queue is empty or the
-// stop cannot wait any longer.
+// the socket closes, which would lose it, until the queue is empty, for at
+// most killGrace: under steady load the queue never empties.
 func (w *worker) serveQueue() {
-	for w.hardCtx.Err() == nil {
+	deadline := time.Now().Add(killGrace)
+	for w.hardCtx.Err() == nil && time.Now().Before(deadline) {
 		r, err := w.next()
 		if r == nil || err != nil || w.serveOne(r) != nil {
 			return
@@ -362,6 +400,8 @@ func (w *worker) readRecords() {
 			w.beginStop(ErrMasterGone)
 			return
 		case rec.Kind == wire.Retire:
+			w.retire()
+		case rec.Kind == wire.Stop:
 			w.beginStop(nil)
 		}
 	}

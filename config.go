@@ -39,9 +39,9 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 }
 
-// orDefault returns v, or def when v is zero (unset), bounded by the values
-// the user did set, so that setting only MaxServers to 3 does not collide
-// with the default MinServers of 5.
+// orDefault returns v, or def when v is zero (unset). The callers bound def
+// by the values the user did set, so that setting only MaxServers to 3 does
+// not collide with the default MinServers of 5.
 func orDefault(v, def int) int {
 	if v != 0 {
 		return v
@@ -107,7 +107,7 @@ func (m *Manager) config() (config, error) {
 	c.maxServers = orDefault(m.MaxServers, max(DefaultMaxServers, m.MinServers))
 	c.minServers = orDefault(m.MinServers, min(DefaultMinServers, c.maxServers))
 	c.maxSpare = orDefault(m.MaxSpareServers, max(DefaultMaxSpareServers, m.MinSpareServers))
-	c.minSpare = orDefault(m.MinSpareServers, min(DefaultMinSpareServers, c.maxSpare))
+	c.minSpare = orDefault(m.MinSpareServers, min(DefaultMinSpareServers, c.maxSpare, c.maxServers))
 	if c.minServers > c.maxServers {
 		return c, invalid("MinServers (%d) is greater than MaxServers (%d); raise MaxServers or lower MinServers", c.minServers, c.maxServers)
 	}

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -56,6 +57,8 @@ type helperConfig struct {
 	RestartOnHUP                              bool   // SIGHUP restarts the children
 	RequestTimeout                            time.Duration
 	Jitter                                    int
+	NotifyContext                             bool   // Run's ctx ends on SIGINT/SIGTERM, as with signal.NotifyContext
+	FailInitFlag                              string // Initialize fails once when this file exists, and removes it
 }
 
 func helperMain() int {
@@ -64,7 +67,13 @@ func helperMain() int {
 		fmt.Fprintln(os.Stderr, "helper: bad config:", err)
 		return 3
 	}
-	if err := newHelperManager(cfg).Run(context.Background()); err != nil {
+	ctx := context.Background()
+	if cfg.NotifyContext {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+	}
+	if err := newHelperManager(cfg).Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "helper: Run:", err)
 		return 1
 	}
@@ -115,7 +124,7 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 			Signal: func(sig os.Signal, stopping bool) prefork.SignalAction {
 				rec.add("Signal", sig.String())
 				if cfg.RestartOnHUP && sig == syscall.SIGHUP {
-					return prefork.RestartChildren
+					return prefork.ActionRestart
 				}
 				return prefork.DefaultSignal(sig, stopping)
 			},
@@ -159,6 +168,9 @@ func (c *testChild) Initialize(context.Context) error {
 	c.rec.add("Initialize", "")
 	if c.cfg.FailInit {
 		return errors.New("initialization refused by the test")
+	}
+	if c.cfg.FailInitFlag != "" && os.Remove(c.cfg.FailInitFlag) == nil {
+		return errors.New("initialization refused once by the test")
 	}
 	return nil
 }
@@ -232,6 +244,18 @@ func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) erro
 				reply = "slept"
 			case <-ctx.Done():
 				reply = "cancelled"
+			}
+		case "sleepcheck": // sleep, then tell whether a stop had begun
+			d, err := time.ParseDuration(arg)
+			if err != nil {
+				return err
+			}
+			time.Sleep(d)
+			select {
+			case <-r.Stopping():
+				reply = "stopping"
+			default:
+				reply = "not stopping"
 			}
 		case "stopping":
 			<-r.Stopping()
@@ -316,6 +340,9 @@ func startPoolNoWait(t *testing.T, cfg helperConfig) *pool {
 	t.Cleanup(func() {
 		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
+		if strings.Contains(p.logText(), "DATA RACE") {
+			t.Error("the race detector found a data race in the master or a child")
+		}
 		if t.Failed() {
 			out, _ := os.ReadFile(p.log)
 			t.Logf("master and children's log:\n%s", out)

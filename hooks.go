@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"strconv"
 	"syscall"
 )
 
@@ -110,7 +111,7 @@ type ManagerHooks struct {
 	// before the listener is closed. Its ctx is not cancelled.
 	PreServerClose func(ctx context.Context)
 	// Signal decides what SIGHUP, SIGINT and SIGTERM do. stopping says
-	// whether a stop is already under way. Nil means DefaultSignal. To
+	// whether an earlier signal has already begun a stop. Nil means DefaultSignal. To
 	// add to the default, wrap it:
 	//
 	//	Signal: func(sig os.Signal, stopping bool) prefork.SignalAction {
@@ -126,17 +127,32 @@ type ManagerHooks struct {
 type SignalAction int
 
 const (
-	// Continue leaves the pool running.
-	Continue SignalAction = iota
-	// StopGracefully stops taking requests, lets requests in flight
+	// ActionContinue leaves the pool running.
+	ActionContinue SignalAction = iota
+	// ActionStop stops taking requests, lets requests in flight
 	// finish for up to Manager.ShutdownTimeout, then stops.
-	StopGracefully
-	// StopNow kills every child at once and stops.
-	StopNow
-	// RestartChildren replaces every child, a few at a time, without
+	ActionStop
+	// ActionStopNow kills every child at once and stops.
+	ActionStopNow
+	// ActionRestart replaces every child, a few at a time, without
 	// failing a request: see Manager.RestartChildren.
-	RestartChildren
+	ActionRestart
 )
+
+// String names the action for logs.
+func (a SignalAction) String() string {
+	switch a {
+	case ActionContinue:
+		return "continue"
+	case ActionStop:
+		return "stop gracefully"
+	case ActionStopNow:
+		return "stop now"
+	case ActionRestart:
+		return "restart children"
+	}
+	return "SignalAction(" + strconv.Itoa(int(a)) + ")"
+}
 
 // DefaultSignal is the default ManagerHooks.Signal: SIGINT and SIGTERM stop
 // gracefully, and at once if a stop is already under way (so a second ^C
@@ -146,9 +162,9 @@ func DefaultSignal(sig os.Signal, stopping bool) SignalAction {
 	switch sig {
 	case syscall.SIGINT, syscall.SIGTERM:
 		if stopping {
-			return StopNow
+			return ActionStopNow
 		}
-		return StopGracefully
+		return ActionStop
 	}
-	return Continue
+	return ActionContinue
 }

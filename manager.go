@@ -130,7 +130,7 @@ func (m *Manager) Run(ctx context.Context) error {
 // without failing a request: each old child is retired when it is idle and
 // replaced as the pool needs. Use it after a change that children read
 // when they start, for example from the SIGHUP handler (or return the
-// RestartChildren action from ManagerHooks.Signal). It returns at once, and
+// ActionRestart from ManagerHooks.Signal). It returns at once, and
 // does nothing when Run is not running in this process's master.
 func (m *Manager) RestartChildren() {
 	m.mu.Lock()
@@ -169,7 +169,7 @@ type child struct {
 	status *os.File  // the master's end of the status socket
 	state  wire.Kind // 0 until the child is ready, then the last record
 	served uint32
-	retire bool   // Retire was sent
+	retire bool   // Retire or Stop was sent
 	old    bool   // to be replaced by RestartChildren
 	failed string // the error the child reported before it exited
 
@@ -319,6 +319,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	var killTimer, spawnTimer <-chan time.Time
 	ctxDone := ms.ctx.Done()
 	initialized := false
+	signalStops := 0
 
 	for !ms.stopping || len(ms.children) > 0 {
 		ms.replaceOld()
@@ -331,7 +332,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 				err = callHook("PreLoop", hooks.PreLoop, ms.ctx)
 			}
 			if err != nil {
-				ms.stop(StopNow, err)
+				ms.stop(ActionStopNow, err)
 				continue
 			}
 		}
@@ -343,17 +344,24 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			if decide == nil {
 				decide = DefaultSignal
 			}
+			// Only an earlier signal makes this one a second: a context
+			// cancelled by the same SIGTERM (signal.NotifyContext) must not
+			// turn it into a stop at once.
+			stopping := signalStops > 0
 			var action SignalAction
-			if err := guard("Signal", func() error { action = decide(sig, ms.stopping); return nil }); err != nil {
+			if err := guard("Signal", func() error { action = decide(sig, stopping); return nil }); err != nil {
 				logPanic(ms.log, err)
-				action = DefaultSignal(sig, ms.stopping)
+				action = DefaultSignal(sig, stopping)
 			}
 			ms.log.Info("prefork: signal", "signal", sig.String(), "action", action.String())
+			if action == ActionStop || action == ActionStopNow {
+				signalStops++
+			}
 			ms.stop(action, nil)
 		case <-ctxDone:
 			ctxDone = nil
 			ms.log.Info("prefork: context done, stopping", "cause", context.Cause(ms.ctx))
-			ms.stop(StopGracefully, nil)
+			ms.stop(ActionStop, nil)
 		case <-retireTick.C:
 			ms.retireSurplus()
 		case <-timeoutTick:
@@ -384,38 +392,24 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	return ms.stopErr
 }
 
-func (a SignalAction) String() string {
-	switch a {
-	case Continue:
-		return "continue"
-	case StopGracefully:
-		return "stop gracefully"
-	case StopNow:
-		return "stop now"
-	case RestartChildren:
-		return "restart children"
-	}
-	return "SignalAction(" + strconv.Itoa(int(a)) + ")"
-}
-
-// stop begins a stop, or escalates one to StopNow. err, if not nil and no
+// stop begins a stop, or escalates one to ActionStopNow. err, if not nil and no
 // error was recorded before, is what Run will return.
 func (ms *master) stop(action SignalAction, err error) {
 	if ms.stopErr == nil {
 		ms.stopErr = err
 	}
 	switch action {
-	case StopGracefully:
+	case ActionStop:
 		if !ms.stopping {
 			ms.stopping = true
 			for _, c := range ms.children {
-				ms.sendRetire(c)
+				ms.tell(c, wire.Stop)
 			}
 		}
-	case StopNow:
+	case ActionStopNow:
 		ms.stopping = true
 		ms.killAll()
-	case RestartChildren:
+	case ActionRestart:
 		ms.beginRestart()
 	}
 }
@@ -424,6 +418,17 @@ func (ms *master) killAll() {
 	for _, c := range ms.children {
 		c.cmd.Process.Kill()
 	}
+}
+
+// starting counts the children that have not reported yet.
+func (ms *master) starting() int {
+	n := 0
+	for _, c := range ms.children {
+		if c.state == 0 && c.active() {
+			n++
+		}
+	}
+	return n
 }
 
 // ready counts the children that have reported idle or busy.
@@ -439,7 +444,7 @@ func (ms *master) ready() int {
 
 // scale starts the children the pool lacks: enough to reach MinServers and
 // MinSpareServers idle ones (a starting child counts as idle), up to
-// MaxServers. After start-up failures it starts one at a time, paced by the
+// MaxServers processes. After start-up failures it starts one at a time, paced by the
 // back-off; it returns the timer that ends the current back-off.
 func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 	if ms.stopping {
@@ -454,7 +459,9 @@ func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 			}
 		}
 	}
-	n := min(max(ms.cfg.minServers-active, ms.cfg.minSpare-idle), ms.cfg.maxServers-active)
+	// MaxServers bounds processes: a retiring child finishing its last
+	// request still counts.
+	n := min(max(ms.cfg.minServers-active, ms.cfg.minSpare-idle), ms.cfg.maxServers-len(ms.children))
 	if n <= 0 {
 		return timer
 	}
@@ -465,7 +472,7 @@ func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 			}
 			return timer
 		}
-		if idle > 0 { // a child is starting: wait for it to be ready or fail
+		if ms.starting() > 0 { // wait for it to be ready or fail
 			return timer
 		}
 		n = 1
@@ -486,7 +493,7 @@ func (ms *master) startFailed(cause error) {
 	ms.failures++
 	if !ms.everReady && ms.failures >= maxStartFailures {
 		ms.log.Error("prefork: children keep failing to start; giving up", "failures", ms.failures, "last", cause)
-		ms.stop(StopNow, fmt.Errorf("%w: %d in a row, the last: %w", ErrChildStart, ms.failures, cause))
+		ms.stop(ActionStopNow, fmt.Errorf("%w: %d in a row, the last: %w", ErrChildStart, ms.failures, cause))
 		return
 	}
 	wait := min(firstBackoff<<(ms.failures-1), maxBackoff)
@@ -554,19 +561,16 @@ func (ms *master) handle(ev event) {
 	case ev.bad != nil:
 		ms.log.Error("prefork: child sent a malformed status record; killing it", "pid", c.pid, "err", ev.bad)
 		c.cmd.Process.Kill()
-	case ev.rec.Kind == wire.Retire:
+	case ev.rec.Kind == wire.Retire || ev.rec.Kind == wire.Stop:
 		ms.log.Error("prefork: child sent a master's record; killing it", "pid", c.pid)
 		c.cmd.Process.Kill()
 	case ev.rec.Kind == wire.Failed:
 		c.failed = ev.rec.Text
 	default:
-		if c.state == 0 {
+		if c.state == 0 && ev.rec.Kind != wire.Retiring {
 			ms.everReady = true
 			ms.failures = 0
 			ms.log.Debug("prefork: child ready", "pid", c.pid)
-			if ms.stopping {
-				ms.sendRetire(c)
-			}
 		}
 		c.state, c.served = ev.rec.Kind, ev.rec.Served
 		c.busySince = time.Time{}
@@ -616,7 +620,7 @@ func (ms *master) retireSurplus() {
 	for _, old := range []bool{true, false} {
 		for _, c := range ms.children {
 			if n > 0 && c.old == old && c.active() && c.state == wire.Idle {
-				ms.sendRetire(c)
+				ms.tell(c, wire.Retire)
 				n--
 			}
 		}
@@ -660,7 +664,7 @@ func (ms *master) replaceOld() {
 			return
 		}
 		if c.old && c.active() && c.state == wire.Idle {
-			ms.sendRetire(c)
+			ms.tell(c, wire.Retire)
 			retiring++
 		}
 	}
@@ -690,14 +694,15 @@ func (ms *master) enforceRequestTimeout() {
 	}
 }
 
-func (ms *master) sendRetire(c *child) {
+// tell sends a child Retire or Stop, once: either makes it leave the pool.
+func (ms *master) tell(c *child, kind wire.Kind) {
 	if c.retire {
 		return
 	}
 	c.retire = true
 	var b [wire.RecordSize]byte
 	// A child that cannot be told (it just died) is reaped all the same.
-	c.status.Write(wire.Encode(&b, wire.Record{Kind: wire.Retire}))
+	c.status.Write(wire.Encode(&b, wire.Record{Kind: kind}))
 }
 
 // spawner starts every child from one goroutine locked to its OS thread

@@ -122,7 +122,16 @@ type Request struct {
 // Reply answers the client, as py-prefork-server's resp_to does: for a
 // stream network it writes b to Conn; for a packet network it sends b as
 // one datagram to the sender.
-func (r *Request) Reply(b []byte) error { return r.reply(b) }
+func (r *Request) Reply(b []byte) error {
+	if r.reply == nil { // a Request built by hand, as in a handler's test
+		if r.Conn == nil {
+			return errors.New("prefork: Request has neither a connection nor a sender to reply to")
+		}
+		_, err := r.Conn.Write(b)
+		return err
+	}
+	return r.reply(b)
+}
 
 // Stopping returns a channel that is closed when the child begins a graceful
 // stop. A handler that serves a long-lived connection can watch it to end at

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -132,7 +133,7 @@ func RemoveSocketFile(network, address string) {
 
 // resolve turns network and address into a socket family and address. For
 // the wildcard address of "tcp" or "udp" it picks a dual-stack IPv6 socket
-// where the host has IPv6, as the net package does.
+// where the host supports one, as the net package does.
 func resolve(network, address string) (int, unix.Sockaddr, error) {
 	var ip net.IP
 	var port int
@@ -171,7 +172,7 @@ func resolve(network, address string) (int, unix.Sockaddr, error) {
 			copy(sa.Addr[:], ip4)
 		}
 		return unix.AF_INET, sa, nil
-	case wildcard && (version == "6" || supportsIPv6()):
+	case wildcard && (version == "6" || supportsIPv4map()):
 		return unix.AF_INET6, &unix.SockaddrInet6{Port: port}, nil
 	case wildcard:
 		return unix.AF_INET, &unix.SockaddrInet4{Port: port}, nil
@@ -190,14 +191,22 @@ func resolve(network, address string) (int, unix.Sockaddr, error) {
 	return unix.AF_INET6, sa, nil
 }
 
-func supportsIPv6() bool {
+// supportsIPv4map reports whether an IPv6 socket can also serve IPv4
+// (IPV6_V6ONLY off), as the net package probes it: not on OpenBSD, nor
+// where IPv6 is missing.
+var supportsIPv4map = sync.OnceValue(func() bool {
 	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM, 0)
 	if err != nil {
 		return false
 	}
-	unix.Close(fd)
-	return true
-}
+	defer unix.Close(fd)
+	if unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0) != nil {
+		return false
+	}
+	sa := &unix.SockaddrInet6{}
+	copy(sa.Addr[:], net.ParseIP("::ffff:127.0.0.1").To16())
+	return unix.Bind(fd, sa) == nil
+})
 
 // Addr converts a socket address of network to a net.Addr: a *net.TCPAddr,
 // *net.UDPAddr or *net.UnixAddr. It returns nil for an unnamed address (an

@@ -29,7 +29,7 @@
 // Each record is RecordSize bytes: the protocol version, a Kind, two zero
 // bytes and a big-endian uint32 (the child's count of requests served).
 // Children send Idle, Busy, Retiring and Failed (followed by the error's
-// text); the master sends Retire. End of file
+// text); the master sends Retire and Stop. End of file
 // on the socket means the peer is gone: for the master, that the child died;
 // for the child, that the master died.
 package wire
@@ -73,14 +73,18 @@ const (
 	// Retiring: the child takes no more requests and is about to exit
 	// (it reached its request limit, or was asked to stop).
 	Retiring
-	// Retire is sent by the master: stop taking requests, finish the
-	// current one, exit.
+	// Retire is sent by the master to a child it no longer needs: take
+	// no new request, and exit once the current one, if any, is done.
 	Retire
 	// Failed: the child is about to exit because of an error. Its
 	// count is the length of the error text that follows the record, at
 	// most MaxText bytes.
 	Failed
-	maxKind = Failed
+	// Stop is sent by the master when the pool stops gracefully: as
+	// Retire, and the child also tells its request that a stop has begun
+	// and bounds it by the shutdown timeout.
+	Stop
+	maxKind = Stop
 )
 
 // MaxText bounds the text of a Failed record.
@@ -98,6 +102,8 @@ func (k Kind) String() string {
 		return "retire"
 	case Failed:
 		return "failed"
+	case Stop:
+		return "stop"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

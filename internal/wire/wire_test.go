@@ -13,7 +13,7 @@ import (
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
 	for _, rec := range []Record{
-		{Kind: Idle}, {Kind: Busy, Served: 1}, {Kind: Retiring, Served: 1<<32 - 1}, {Kind: Retire},
+		{Kind: Idle}, {Kind: Busy, Served: 1}, {Kind: Retiring, Served: 1<<32 - 1}, {Kind: Retire}, {Kind: Stop},
 	} {
 		var b [RecordSize]byte
 		got, err := Decode(Encode(&b, rec))
@@ -51,7 +51,7 @@ func TestReaderStream(t *testing.T) {
 	var stream bytes.Buffer
 	var want []Record
 	for i := range 200 { // more than one buffer's worth
-		rec := Record{Kind: Kind(i%int(Retire)) + 1, Served: uint32(i)}
+		rec := Record{Kind: []Kind{Idle, Busy, Retiring, Retire, Stop}[i%5], Served: uint32(i)}
 		var b [RecordSize]byte
 		stream.Write(Encode(&b, rec))
 		want = append(want, rec)
