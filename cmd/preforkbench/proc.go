@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// clockTicks is the unit of the times in /proc/PID/stat, sysconf(CLK_TCK):
+// 100 on every Linux platform Go supports.
+const clockTicks = 100
+
+// procStat is what this program uses of /proc/PID/stat.
+type procStat struct {
+	pid, ppid      int
+	state          byte   // 'Z' for a zombie: exited, not yet reaped
+	utime, stime   uint64 // clock ticks of the process itself
+	cutime, cstime uint64 // clock ticks of the children it has reaped
+}
+
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	// The command name comes second, in parentheses, and may itself hold
+	// spaces and parentheses: the other fields start after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(f))
+	}
+	// f[0] is field 3 of proc(5) (state), so field n is f[n-3].
+	num := func(n int) uint64 {
+		v, _ := strconv.ParseUint(f[n-3], 10, 64)
+		return v
+	}
+	return procStat{
+		pid:    pid,
+		ppid:   int(num(4)),
+		state:  f[0][0],
+		utime:  num(14),
+		stime:  num(15),
+		cutime: num(16),
+		cstime: num(17),
+	}, nil
+}
+
+// childStats scans /proc for the children of master, zombies included.
+func childStats(master int) ([]procStat, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var kids []procStat
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue // not a process
+		}
+		st, err := readStat(pid)
+		if err != nil {
+			continue // it exited since the directory was read
+		}
+		if st.ppid == master {
+			kids = append(kids, st)
+		}
+	}
+	return kids, nil
+}
+
+// liveChildren counts the children of master that have not exited.
+func liveChildren(master int) (int, error) {
+	kids, err := childStats(master)
+	n := 0
+	for _, k := range kids {
+		if k.state != 'Z' {
+			n++
+		}
+	}
+	return n, err
+}
+
+// treeSample is a server's process tree at one moment.
+type treeSample struct {
+	ticks          uint64 // CPU time of the tree, reaped children included
+	procs          int    // the master and its live children
+	rssKiB, pssKiB int64  // summed over procs, if asked for
+}
+
+// sampleTree sums the CPU time of master and its children: their own
+// utime+stime, plus the master's cutime+cstime, in which a child's whole
+// time lands once the master reaps it. The difference of two samples is
+// then the tree's CPU time in between, children that came and went
+// included. The master is read last, so a child reaped between the two reads
+// is counted twice rather than lost (a few ticks at most). With memory, it
+// also sums RSS and PSS from /proc/PID/smaps_rollup.
+func sampleTree(master int, memory bool) (treeSample, error) {
+	kids, err := childStats(master)
+	if err != nil {
+		return treeSample{}, err
+	}
+	m, err := readStat(master)
+	if err != nil {
+		return treeSample{}, fmt.Errorf("server process %d: %w", master, err)
+	}
+	t := treeSample{ticks: m.utime + m.stime + m.cutime + m.cstime, procs: 1}
+	pids := []int{master}
+	for _, k := range kids {
+		t.ticks += k.utime + k.stime
+		if k.state != 'Z' {
+			t.procs++
+			pids = append(pids, k.pid)
+		}
+	}
+	if memory {
+		for _, pid := range pids {
+			rss, pss, err := readRollup(pid)
+			if err != nil && pid == master {
+				return treeSample{}, err
+			}
+			// A child that exited meanwhile has no memory left to count.
+			t.rssKiB += rss
+			t.pssKiB += pss
+		}
+	}
+	return t, nil
+}
+
+// readRollup returns the Rss and Pss lines of /proc/PID/smaps_rollup, in KiB.
+func readRollup(pid int) (rss, pss int64, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		name, rest, _ := strings.Cut(line, ":")
+		fields := strings.Fields(rest) // "1234 kB"
+		if len(fields) == 0 {
+			continue
+		}
+		switch name {
+		case "Rss":
+			rss, _ = strconv.ParseInt(fields[0], 10, 64)
+		case "Pss":
+			pss, _ = strconv.ParseInt(fields[0], 10, 64)
+		}
+	}
+	return rss, pss, nil
+}

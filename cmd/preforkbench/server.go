@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// readyTimeout bounds the wait for a server to come up.
+const readyTimeout = 30 * time.Second
+
+var (
+	// The master logs one of these once it has its address (the second in
+	// reuse-port mode, where the children bind).
+	listeningRE  = regexp.MustCompile(`msg="prefork: (listening|children listen with SO_REUSEPORT)"`)
+	poolReadyRE  = regexp.MustCompile(`msg="prefork: pool ready"`)
+	childReadyRE = regexp.MustCompile(`msg="prefork: child ready" pid=(\d+)`)
+	ceilingRE    = regexp.MustCompile(`ceiling: listening tcp=(\S+) udp=(\S+)`)
+	logTimeRE    = regexp.MustCompile(`^time=(\S+)`)
+)
+
+// server is a process this program started, in a process group of its own,
+// with its standard output and error in a log file.
+type server struct {
+	name    string
+	pid     int // also the process group's id
+	addr    string
+	udpAddr string // the ceiling's UDP address
+	logPath string
+	done    chan struct{} // closed once the process is reaped
+	once    sync.Once
+}
+
+// startProcess starts path with args, in a new process group so that stop
+// reaches the prefork children too, and with a parent-death signal so that
+// nothing outlives this program even if it is killed.
+func startProcess(name, path string, args, env []string, logPath string) (*server, error) {
+	// O_APPEND: the master and its children share this file, and each
+	// line must land whole at the end.
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the process has its own copy
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	s := &server{name: name, pid: cmd.Process.Pid, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(s.done)
+	}()
+	return s, nil
+}
+
+// stop ends the server's whole process group and waits for its master. A
+// prefork server gets SIGTERM first, so that its master reaps its children
+// (they would otherwise be left to PID 1, which may not reap them); then
+// SIGKILL ends whatever is left. It can be called more than once.
+func (s *server) stop() {
+	s.once.Do(func() {
+		syscall.Kill(-s.pid, syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(5 * time.Second):
+		}
+		syscall.Kill(-s.pid, syscall.SIGKILL)
+		<-s.done
+	})
+}
+
+// exited tells whether the server's master has exited.
+func (s *server) exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startPrefork starts examples/echo on a free loopback port and waits until
+// its pool is ready.
+func startPrefork(ctx context.Context, cfg config, echoBin, dir, name, network string, p pool) (*server, error) {
+	addr, err := freePort(network)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{
+		"-addr", addr, "-proto", network, "-v",
+		"-min-servers", strconv.Itoa(p.Min), "-max-servers", strconv.Itoa(p.Max),
+		"-min-spare-servers", strconv.Itoa(p.MinSpare), "-max-spare-servers", strconv.Itoa(p.MaxSpare),
+		"-max-requests", strconv.Itoa(cfg.ServerMaxRequests),
+	}
+	if cfg.ReusePort {
+		args = append(args, "-reuse-port")
+	}
+	s, err := startProcess(name, echoBin, args, nil, filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	s.addr = addr
+	if _, _, err := s.waitLog(ctx, poolReadyRE, 0, readyTimeout); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// startCeiling runs this binary again as the ceiling server and waits for
+// the addresses it logs.
+func startCeiling(ctx context.Context, dir string) (*server, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	s, err := startProcess("ceiling", exe, nil, []string{ceilingEnv + "=1"}, filepath.Join(dir, "ceiling.log"))
+	if err != nil {
+		return nil, err
+	}
+	line, _, err := s.waitLog(ctx, ceilingRE, 0, readyTimeout)
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	m := ceilingRE.FindStringSubmatch(line)
+	s.addr, s.udpAddr = m[1], m[2]
+	return s, nil
+}
+
+// freePort returns a loopback address with a port that was free a moment
+// ago: the kernel picks it, and the socket is closed for the server to bind.
+func freePort(network string) (string, error) {
+	var addr net.Addr
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		addr = c.LocalAddr()
+		c.Close()
+	} else {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		addr = l.Addr()
+		l.Close()
+	}
+	return addr.String(), nil
+}
+
+// waitLog polls the server's log, from offset on, until a complete line
+// matches re, and returns the line and the offset just past it. It fails if
+// the server exits or timeout passes first.
+func (s *server) waitLog(ctx context.Context, re *regexp.Regexp, offset int64, timeout time.Duration) (string, int64, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		// Checked before reading, so that a line written just before the
+		// exit is still found.
+		exited := s.exited()
+		data, err := readFrom(s.logPath, offset)
+		if err != nil {
+			return "", offset, err
+		}
+		for {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				break // a line still being written, or none
+			}
+			line := data[:i]
+			data = data[i+1:]
+			offset += int64(i + 1)
+			if re.Match(line) {
+				return string(line), offset, nil
+			}
+		}
+		switch {
+		case exited:
+			return "", offset, fmt.Errorf("%s exited while waiting for %q in its log:\n%s", s.name, re, s.logTail())
+		case time.Now().After(deadline):
+			return "", offset, fmt.Errorf("%s: no %q in its log after %v:\n%s", s.name, re, timeout, s.logTail())
+		}
+		select {
+		case <-ctx.Done():
+			return "", offset, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// logSize is the length of the log so far: where the next line will start.
+func (s *server) logSize() (int64, error) {
+	fi, err := os.Stat(s.logPath)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// logTail is the end of the log, for error messages.
+func (s *server) logTail() string {
+	data, _ := os.ReadFile(s.logPath)
+	if len(data) > 2000 {
+		data = data[len(data)-2000:]
+	}
+	return string(data)
+}
+
+func readFrom(path string, offset int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(f)
+}
+
+// logTime is the time= of a log line from slog's text handler (millisecond
+// resolution).
+func logTime(line string) (time.Time, error) {
+	m := logTimeRE.FindStringSubmatch(line)
+	if m == nil {
+		return time.Time{}, errors.New("no time= in log line: " + line)
+	}
+	return time.Parse(time.RFC3339Nano, m[1])
+}
