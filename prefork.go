@@ -72,6 +72,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/prefork-go/prefork/internal/sys"
@@ -167,6 +168,7 @@ func takeHandover() *handover {
 		os.Unsetenv(env)
 	}
 	h := &handover{}
+	sys.SetProcessName(filepath.Base(os.Args[0]))
 	if version != strconv.Itoa(wire.Version) {
 		h.err = errors.New("prefork: child started by a master of another protocol version " + version)
 		return h

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command preforkbench measures the prefork echo server (examples/echo)
 // against a "ceiling": the same echo protocol served by a plain Go program,
 // a goroutine per TCP connection and one goroutine for UDP, without prefork.

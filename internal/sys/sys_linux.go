@@ -3,6 +3,7 @@ package sys
 import (
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -99,4 +100,14 @@ func (p *Poller) Close() { unix.Close(p.epfd) }
 // connections and datagrams across them.
 func setReusePort(fd int) error {
 	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+}
+
+// SetProcessName sets the name that ps and top show for this process (the
+// main thread's comm, at most 15 bytes). A child started through
+// /proc/self/exe is otherwise called "exe". Call it on the main thread,
+// as package initialization runs.
+func SetProcessName(name string) {
+	b := make([]byte, 16)
+	copy(b[:15], name)
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
 }

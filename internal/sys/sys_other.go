@@ -106,3 +106,7 @@ func (p *Poller) Wait() (listener, other bool, err error) {
 
 // Close releases the poller.
 func (p *Poller) Close() {}
+
+// SetProcessName does nothing: children run the program's own path, and
+// have its name.
+func SetProcessName(string) {}
