@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prefork-go/prefork/internal/board"
 	"github.com/prefork-go/prefork/internal/sys"
 	"github.com/prefork-go/prefork/internal/wire"
 )
@@ -37,6 +38,8 @@ type worker struct {
 	packet   bool // a datagram socket
 	drain    bool // the listener is the child's own: serve its queue before leaving
 	status   *os.File
+	board    *board.Board
+	slot     int
 	wake     *sys.Wakeup
 	poller   *sys.Poller
 	datagram []byte
@@ -57,6 +60,7 @@ type worker struct {
 	maxRequests int // MaxRequests plus this child's jitter
 	served      int
 	reported    wire.Kind
+	announced   bool // the master knows the child is ready
 	buf         [wire.RecordSize]byte
 	spurious    int // wake-ups that found no request
 }
@@ -71,6 +75,7 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	status := h.status
 	h.status = nil
 	defer status.Close()
+	defer h.board.Close()
 	defer func() {
 		if err != nil && !errors.Is(err, ErrMasterGone) {
 			status.Write(wire.EncodeFailed(err.Error())) // for the master's log
@@ -98,6 +103,8 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 		log:      cfg.logger.With("pid", os.Getpid()),
 		child:    user,
 		status:   status,
+		board:    h.board,
+		slot:     h.slot,
 		stopping: make(chan struct{}),
 	}
 	if w.maxRequests = cfg.maxRequests; w.maxRequests > 0 && cfg.jitter > 0 {
@@ -407,12 +414,31 @@ func (w *worker) readRecords() {
 	}
 }
 
-// report tells the master the child's state, once per change.
+// report records the child's state on the scoreboard, once per change. The
+// master hears of it over the status socket only when the child becomes
+// ready, when it leaves, and when taking a request leaves fewer idle
+// children than MinSpareServers (and the pool has room for more): the
+// requests in between cost the master nothing.
 func (w *worker) report(kind wire.Kind) {
 	if w.reported == kind {
 		return
 	}
 	w.reported = kind
+	switch kind {
+	case wire.Idle:
+		w.board.SetIdle(w.slot, w.served)
+		if w.announced {
+			return
+		}
+		w.announced = true
+	case wire.Busy:
+		w.board.SetBusy(w.slot)
+		if idle, taken := w.board.Count(); idle >= w.cfg.minSpare || taken == w.board.Len() {
+			return
+		}
+	case wire.Retiring:
+		w.board.SetLeaving(w.slot)
+	}
 	rec := wire.Record{Kind: kind, Served: uint32(w.served)}
 	if _, err := w.status.Write(wire.Encode(&w.buf, rec)); err != nil {
 		w.beginStop(ErrMasterGone)

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prefork-go/prefork/internal/board"
 	"github.com/prefork-go/prefork/internal/sys"
 	"github.com/prefork-go/prefork/internal/wire"
 )
@@ -162,23 +163,31 @@ const (
 	maxStartFailures = 5
 )
 
-// child is the master's record of one child process.
+// child is the master's record of one child process. Whether it is idle
+// or busy is on the board, in its slot.
 type child struct {
-	pid    int
-	cmd    *exec.Cmd
-	status *os.File  // the master's end of the status socket
-	state  wire.Kind // 0 until the child is ready, then the last record
-	served uint32
-	retire bool   // Retire or Stop was sent
-	old    bool   // to be replaced by RestartChildren
-	failed string // the error the child reported before it exited
+	pid     int
+	slot    int
+	cmd     *exec.Cmd
+	status  *os.File // the master's end of the status socket
+	ready   bool     // it has reported for duty
+	leaving bool     // it said it is leaving (Retiring)
+	retire  bool     // Retire or Stop was sent
+	old     bool     // to be replaced by RestartChildren
+	failed  string   // the error the child reported before it exited
 
-	busySince  time.Time // when the current request began
 	terminated time.Time // when the master sent SIGTERM for RequestTimeout
+	killed     bool
 }
 
-func (c *child) idle() bool   { return c.state == 0 || c.state == wire.Idle }
-func (c *child) active() bool { return c.state != wire.Retiring && !c.retire }
+// active reports whether the child takes requests, or will once ready.
+func (c *child) active() bool { return !c.leaving && !c.retire }
+
+// idle reports whether a ready child waits for a request.
+func (ms *master) idle(c *child) bool {
+	state, _, _ := ms.board.State(c.slot)
+	return c.ready && state == board.Idle
+}
 
 // event is what a child's watcher goroutine reports to the master's loop.
 type event struct {
@@ -194,6 +203,8 @@ type master struct {
 	log      *slog.Logger
 	ctx      context.Context
 	listener *os.File
+	board    *board.Board
+	boardFD  *os.File // the board's file, for children to map
 	exe      string
 	env      []string
 	spawner  *spawner
@@ -265,6 +276,11 @@ func (ms *master) run() error {
 	}
 
 	var err error
+	if ms.board, ms.boardFD, err = board.Create(cfg.maxServers); err != nil {
+		return fmt.Errorf("prefork: scoreboard: %w", err)
+	}
+	defer ms.boardFD.Close()
+	defer ms.board.Close()
 	if ms.exe, err = sys.Executable(); err != nil {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
@@ -297,7 +313,7 @@ func childEnv(listeners []wire.Listener) []string {
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if name != wire.EnvChild && name != wire.EnvMasterPID && name != wire.EnvListeners {
+		if name != wire.EnvChild && name != wire.EnvMasterPID && name != wire.EnvListeners && name != wire.EnvBoard {
 			env = append(env, kv)
 		}
 	}
@@ -424,7 +440,7 @@ func (ms *master) killAll() {
 func (ms *master) starting() int {
 	n := 0
 	for _, c := range ms.children {
-		if c.state == 0 && c.active() {
+		if !c.ready && c.active() {
 			n++
 		}
 	}
@@ -435,7 +451,7 @@ func (ms *master) starting() int {
 func (ms *master) ready() int {
 	n := 0
 	for _, c := range ms.children {
-		if c.state != 0 && c.active() {
+		if c.ready && c.active() {
 			n++
 		}
 	}
@@ -454,7 +470,7 @@ func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 	for _, c := range ms.children {
 		if c.active() {
 			active++
-			if c.idle() {
+			if !c.ready || ms.idle(c) {
 				idle++
 			}
 		}
@@ -506,25 +522,33 @@ func (ms *master) spawn() error {
 	if err != nil {
 		return err
 	}
+	slot := ms.board.Claim(-1)
+	if slot < 0 { // cannot happen: MaxServers bounds both
+		childStatus.Close()
+		status.Close()
+		return errors.New("no free slot on the scoreboard")
+	}
 	cmd := &exec.Cmd{
 		Path:        ms.exe,
 		Args:        os.Args,
-		Env:         ms.env,
+		Env:         append(ms.env[:len(ms.env):len(ms.env)], wire.EnvBoard+"="+strconv.Itoa(slot)+","+strconv.Itoa(ms.board.Len())),
 		Stdout:      os.Stdout,
 		Stderr:      os.Stderr,
-		ExtraFiles:  []*os.File{childStatus}, // fd 3
+		ExtraFiles:  []*os.File{childStatus, ms.boardFD}, // fds 3 and 4
 		SysProcAttr: sys.ChildAttr(syscall.SIGTERM),
 	}
 	if ms.listener != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, ms.listener) // fd 4
+		cmd.ExtraFiles = append(cmd.ExtraFiles, ms.listener) // fd 5
 	}
 	err = ms.spawner.start(cmd)
 	childStatus.Close() // or the master would never see EOF from the child
 	if err != nil {
 		status.Close()
+		ms.board.Release(slot)
 		return err
 	}
-	c := &child{pid: cmd.Process.Pid, cmd: cmd, status: status}
+	ms.board.SetPID(slot, cmd.Process.Pid)
+	c := &child{pid: cmd.Process.Pid, slot: slot, cmd: cmd, status: status}
 	ms.children[c.pid] = c
 	ms.log.Debug("prefork: child started", "pid", c.pid)
 	ms.watchers.Add(1)
@@ -566,23 +590,25 @@ func (ms *master) handle(ev event) {
 		c.cmd.Process.Kill()
 	case ev.rec.Kind == wire.Failed:
 		c.failed = ev.rec.Text
-	default:
-		if c.state == 0 && ev.rec.Kind != wire.Retiring {
+	case ev.rec.Kind == wire.Idle:
+		if !c.ready {
+			c.ready = true
 			ms.everReady = true
 			ms.failures = 0
 			ms.log.Debug("prefork: child ready", "pid", c.pid)
 		}
-		c.state, c.served = ev.rec.Kind, ev.rec.Served
-		c.busySince = time.Time{}
-		if c.state == wire.Busy {
-			c.busySince = time.Now()
-		}
+	case ev.rec.Kind == wire.Busy:
+		// Idle children run short: the loop's next call to scale acts.
+	case ev.rec.Kind == wire.Retiring:
+		c.leaving = true
 	}
 }
 
 func (ms *master) exited(c *child, err error) {
 	delete(ms.children, c.pid)
 	c.status.Close()
+	_, served, _ := ms.board.State(c.slot)
+	ms.board.Release(c.slot)
 	how := "exit status 0"
 	if err != nil {
 		how = err.Error()
@@ -591,13 +617,13 @@ func (ms *master) exited(c *child, err error) {
 		how += ": " + c.failed
 	}
 	switch {
-	case c.state == 0 && !ms.stopping:
+	case !c.ready && !ms.stopping:
 		ms.log.Warn("prefork: child exited before it was ready", "pid", c.pid, "how", how)
 		ms.startFailed(fmt.Errorf("child %d: %s", c.pid, how))
 	case (err != nil || c.failed != "") && !c.retire && !ms.stopping:
-		ms.log.Warn("prefork: child died", "pid", c.pid, "how", how, "served", c.served)
+		ms.log.Warn("prefork: child died", "pid", c.pid, "how", how, "served", served)
 	default:
-		ms.log.Debug("prefork: child exited", "pid", c.pid, "how", how, "served", c.served)
+		ms.log.Debug("prefork: child exited", "pid", c.pid, "how", how, "served", served)
 	}
 }
 
@@ -611,7 +637,7 @@ func (ms *master) retireSurplus() {
 	for _, c := range ms.children {
 		if c.active() {
 			active++
-			if c.state == wire.Idle {
+			if ms.idle(c) {
 				idle++
 			}
 		}
@@ -619,7 +645,7 @@ func (ms *master) retireSurplus() {
 	n := min(idle-ms.cfg.maxSpare, active-ms.cfg.minServers)
 	for _, old := range []bool{true, false} {
 		for _, c := range ms.children {
-			if n > 0 && c.old == old && c.active() && c.state == wire.Idle {
+			if n > 0 && c.old == old && c.active() && ms.idle(c) {
 				ms.tell(c, wire.Retire)
 				n--
 			}
@@ -652,7 +678,7 @@ func (ms *master) replaceOld() {
 	}
 	retiring, batch := 0, max(1, ms.cfg.minSpare)
 	for _, c := range ms.children {
-		if c.state == 0 && c.active() {
+		if !c.ready && c.active() {
 			return // a replacement is starting
 		}
 		if c.old && !c.active() {
@@ -663,7 +689,7 @@ func (ms *master) replaceOld() {
 		if retiring >= batch {
 			return
 		}
-		if c.old && c.active() && c.state == wire.Idle {
+		if c.old && c.active() && ms.idle(c) {
 			ms.tell(c, wire.Retire)
 			retiring++
 		}
@@ -679,17 +705,18 @@ const timeoutCheckInterval = 100 * time.Millisecond
 func (ms *master) enforceRequestTimeout() {
 	now := time.Now()
 	for _, c := range ms.children {
+		state, _, since := ms.board.State(c.slot)
 		switch {
-		case c.busySince.IsZero() || now.Sub(c.busySince) < ms.cfg.requestTimeout+killGrace:
+		case c.killed || state != board.Busy || now.Sub(since) < ms.cfg.requestTimeout+killGrace:
 		case c.terminated.IsZero():
-			ms.log.Warn("prefork: request timed out; stopping the child", "pid", c.pid, "busy", now.Sub(c.busySince).Round(time.Millisecond))
+			ms.log.Warn("prefork: request timed out; stopping the child", "pid", c.pid, "busy", now.Sub(since).Round(time.Millisecond))
 			c.terminated = now
 			c.retire = true // it will not take another request
 			c.cmd.Process.Signal(syscall.SIGTERM)
 		case now.Sub(c.terminated) >= killGrace:
 			ms.log.Warn("prefork: child did not stop after SIGTERM; killing it", "pid", c.pid)
 			c.cmd.Process.Kill()
-			c.busySince = time.Time{}
+			c.killed = true
 		}
 	}
 }

@@ -74,7 +74,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
+	"github.com/prefork-go/prefork/internal/board"
 	"github.com/prefork-go/prefork/internal/sys"
 	"github.com/prefork-go/prefork/internal/wire"
 )
@@ -154,6 +156,8 @@ var inherited = takeHandover()
 type handover struct {
 	masterPID int
 	status    *os.File
+	board     *board.Board
+	slot      int
 	listeners []wire.Listener
 	err       error // a handover that cannot be used; Run returns it
 }
@@ -163,8 +167,8 @@ func takeHandover() *handover {
 	if !ok {
 		return nil
 	}
-	pid, listeners := os.Getenv(wire.EnvMasterPID), os.Getenv(wire.EnvListeners)
-	for _, env := range []string{wire.EnvChild, wire.EnvMasterPID, wire.EnvListeners} {
+	pid, listeners, slot := os.Getenv(wire.EnvMasterPID), os.Getenv(wire.EnvListeners), os.Getenv(wire.EnvBoard)
+	for _, env := range []string{wire.EnvChild, wire.EnvMasterPID, wire.EnvListeners, wire.EnvBoard} {
 		os.Unsetenv(env)
 	}
 	h := &handover{}
@@ -182,6 +186,10 @@ func takeHandover() *handover {
 		h.err = fmt.Errorf("prefork: status socket: %w", err)
 		return h
 	}
+	if h.board, h.slot, err = openBoard(slot); err != nil {
+		h.err = fmt.Errorf("prefork: scoreboard: %w", err)
+		return h
+	}
 	if h.listeners, err = wire.DecodeListeners(listeners); err != nil {
 		h.err = fmt.Errorf("prefork: %w", err)
 		return h
@@ -196,4 +204,22 @@ func takeHandover() *handover {
 		}
 	}
 	return h
+}
+
+// openBoard maps the scoreboard handed over as FDBoard; slot is
+// "<index>,<slots>".
+func openBoard(slot string) (*board.Board, int, error) {
+	index, n, ok := strings.Cut(slot, ",")
+	i, err1 := strconv.Atoi(index)
+	slots, err2 := strconv.Atoi(n)
+	if !ok || err1 != nil || err2 != nil || i < 0 || i >= slots {
+		return nil, 0, fmt.Errorf("bad %s %q", wire.EnvBoard, slot)
+	}
+	if err := sys.Inherited(wire.FDBoard); err != nil {
+		return nil, 0, err
+	}
+	f := os.NewFile(wire.FDBoard, "prefork-board")
+	defer f.Close() // the mapping outlives the descriptor
+	b, err := board.Open(f, slots)
+	return b, i, err
 }

@@ -10,11 +10,13 @@
 //	PREFORK_CHILD=<Version>     marks the process as a child
 //	PREFORK_MASTER_PID=<pid>    the master; a child whose parent is not it exits
 //	PREFORK_LISTENERS=<json>    the listeners, a JSON array of Listener
+//	PREFORK_BOARD=<slot>,<n>    the child's slot on the scoreboard, of n slots
 //
 // and these descriptors:
 //
 //	fd 3 (FDStatus)          the child's end of an AF_UNIX stream socketpair
-//	fd 4.. (FDFirstListener) the inherited listening sockets, as Listener.FD says
+//	fd 4 (FDBoard)           the scoreboard's file (see package board)
+//	fd 5.. (FDFirstListener) the inherited listening sockets, as Listener.FD says
 //
 // In reuse-port mode a Listener has no descriptor: the child binds its own
 // socket to the address, which the master has resolved (port 0 is a real
@@ -28,8 +30,10 @@
 //
 // Each record is RecordSize bytes: the protocol version, a Kind, two zero
 // bytes and a big-endian uint32 (the child's count of requests served).
-// Children send Idle, Busy, Retiring and Failed (followed by the error's
-// text); the master sends Retire and Stop. End of file
+// Children send Idle once, when they are ready; Busy when they find idle
+// children short (the scoreboard, not records, says who is idle or busy);
+// Retiring; and Failed, followed by the error's text. The master sends
+// Retire and Stop. End of file
 // on the socket means the peer is gone: for the master, that the child died;
 // for the child, that the master died.
 package wire
@@ -51,9 +55,11 @@ const (
 	EnvChild     = "PREFORK_CHILD"
 	EnvMasterPID = "PREFORK_MASTER_PID"
 	EnvListeners = "PREFORK_LISTENERS"
+	EnvBoard     = "PREFORK_BOARD"
 
 	FDStatus        = 3
-	FDFirstListener = 4
+	FDBoard         = 4
+	FDFirstListener = 5
 )
 
 // RecordSize is the size in bytes of every status record.
@@ -65,10 +71,10 @@ type Kind uint8
 // Record kinds. The zero Kind is invalid so that a zeroed buffer never
 // decodes as a record.
 const (
-	// Idle: the child waits for a request. The first Idle says the child
-	// has initialized and is ready.
+	// Idle: the child has initialized and waits for its first request.
 	Idle Kind = iota + 1
-	// Busy: the child has taken a request.
+	// Busy: the child has taken a request and found fewer idle children
+	// than the pool should keep; the master looks at the scoreboard.
 	Busy
 	// Retiring: the child takes no more requests and is about to exit
 	// (it reached its request limit, or was asked to stop).

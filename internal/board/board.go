@@ -1,0 +1,177 @@
+//go:build unix
+
+// Package board is the scoreboard that a prefork master shares with its
+// children, as Apache's prefork MPM has: a table in shared memory with one
+// slot per child, where each child writes whether it is idle or busy. A
+// child changes state twice per request without a system call, and the
+// master reads the table when it needs to; only when idle children run
+// short does a child wake the master, over its status socket.
+//
+// A slot is 32 bytes: the child's pid (written by the master), its state,
+// its count of requests served, and when its current request began (both
+// written by the child). Every field is accessed atomically.
+package board
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Slot states.
+const (
+	Free    uint32 = iota // no child, or one that has not reported yet
+	Idle                  // the child waits for a request
+	Busy                  // the child serves a request
+	Leaving               // the child takes no more requests
+)
+
+const slotSize = 32
+
+type slot struct {
+	pid    atomic.Int32
+	state  atomic.Uint32
+	served atomic.Uint32
+	_      uint32
+	since  atomic.Int64 // Unix nanoseconds
+	_      int64
+}
+
+// Board is a mapping of the shared table.
+type Board struct {
+	mem   []byte
+	slots []slot
+}
+
+// Create makes a table of n slots and returns it with the file that
+// children map: a memory file on Linux, an unlinked temporary file
+// elsewhere.
+func Create(n int) (*Board, *os.File, error) {
+	if n <= 0 {
+		return nil, nil, errors.New("board: no slots")
+	}
+	f, err := newFile()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := f.Truncate(int64(n * slotSize)); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	b, err := mmap(f, n)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return b, f, nil
+}
+
+// Open maps the table in the file f, which holds n slots.
+func Open(f *os.File, n int) (*Board, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 || fi.Size() != int64(n*slotSize) {
+		return nil, fmt.Errorf("board: file of %d bytes for %d slots", fi.Size(), n)
+	}
+	return mmap(f, n)
+}
+
+func mmap(f *os.File, n int) (*Board, error) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var mem []byte
+	var merr error
+	if err := raw.Control(func(fd uintptr) {
+		mem, merr = unix.Mmap(int(fd), 0, n*slotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	}); err != nil {
+		return nil, err
+	}
+	if merr != nil {
+		return nil, os.NewSyscallError("mmap", merr)
+	}
+	// The mapping is page-aligned and slots are 32 bytes: every field is
+	// aligned for atomic access.
+	return &Board{mem: mem, slots: unsafe.Slice((*slot)(unsafe.Pointer(&mem[0])), n)}, nil
+}
+
+// Close unmaps the table.
+func (b *Board) Close() error { return unix.Munmap(b.mem) }
+
+// Len is the number of slots.
+func (b *Board) Len() int { return len(b.slots) }
+
+// Claim gives a free slot to pid and returns its index, or -1 if none is free.
+func (b *Board) Claim(pid int) int {
+	for i := range b.slots {
+		s := &b.slots[i]
+		if s.pid.Load() == 0 {
+			s.state.Store(Free)
+			s.served.Store(0)
+			s.since.Store(0)
+			s.pid.Store(int32(pid))
+			return i
+		}
+	}
+	return -1
+}
+
+// Release frees slot i, once its child has exited.
+func (b *Board) Release(i int) {
+	s := &b.slots[i]
+	s.state.Store(Free)
+	s.pid.Store(0)
+}
+
+// SetPID records the pid of the child in slot i, which the master learns
+// only after the child started.
+func (b *Board) SetPID(i, pid int) { b.slots[i].pid.Store(int32(pid)) }
+
+// SetIdle marks slot i idle, having served served requests.
+func (b *Board) SetIdle(i int, served int) {
+	s := &b.slots[i]
+	s.served.Store(uint32(served))
+	s.state.Store(Idle)
+}
+
+// SetBusy marks slot i busy from now on.
+func (b *Board) SetBusy(i int) {
+	s := &b.slots[i]
+	s.since.Store(time.Now().UnixNano())
+	s.state.Store(Busy)
+}
+
+// SetLeaving marks slot i as a child that takes no more requests.
+func (b *Board) SetLeaving(i int) { b.slots[i].state.Store(Leaving) }
+
+// State returns the state of slot i, its served count, and when its
+// current request began.
+func (b *Board) State(i int) (state uint32, served int, since time.Time) {
+	s := &b.slots[i]
+	state = s.state.Load()
+	if state == Busy {
+		since = time.Unix(0, s.since.Load())
+	}
+	return state, int(s.served.Load()), since
+}
+
+// Count returns how many slots are idle, and how many have a child.
+func (b *Board) Count() (idle, taken int) {
+	for i := range b.slots {
+		if b.slots[i].pid.Load() != 0 {
+			taken++
+		}
+		if b.slots[i].state.Load() == Idle {
+			idle++
+		}
+	}
+	return idle, taken
+}
