@@ -9,7 +9,8 @@
 //	go run ./cmd/preforkbench
 //	go run ./cmd/preforkbench -duration 1s -modes tcp-conn,udp -concurrency 1,8 -runs 3
 //
-// It builds ./examples/echo into a temporary directory and starts it as the
+// It builds ./examples/echo (static, CGO_ENABLED=0, unless -cgo) into a
+// temporary directory and starts it as the
 // prefork server (its own process group, -v so that its log tells when each
 // child is ready), and starts the ceiling server by running its own binary
 // again with PREFORKBENCH_CEILING=1 in the environment, so that the two
@@ -91,6 +92,7 @@ type config struct {
 	Pool              pool          `json:"pool"`
 	ServerMaxRequests int           `json:"server_max_requests"`
 	ReusePort         bool          `json:"reuse_port"`
+	Cgo               bool          `json:"cgo"`
 	Extras            bool          `json:"extras"`
 	JSON              string        `json:"-"`
 	CPUs              int           `json:"cpus"`
@@ -139,6 +141,7 @@ func parseFlags() (config, error) {
 	flag.IntVar(&cfg.Pool.MaxSpare, "max-spare-servers", 16, "prefork server's -max-spare-servers")
 	flag.IntVar(&cfg.ServerMaxRequests, "server-max-requests", 0, "prefork server's -max-requests (requests a child serves before it is replaced; 0: no limit)")
 	flag.BoolVar(&cfg.ReusePort, "reuse-port", false, "run every prefork server with -reuse-port")
+	flag.BoolVar(&cfg.Cgo, "cgo", false, "build examples/echo with cgo (default: CGO_ENABLED=0, a static binary)")
 	flag.BoolVar(&cfg.Extras, "extras", true, "also measure start-up, child replacement, burst and idle footprint")
 	flag.StringVar(&cfg.JSON, "json", "bench.json", "write the figures as JSON to this file (empty: do not)")
 	flag.Parse()
@@ -180,6 +183,11 @@ func run(ctx context.Context, cfg config) error {
 	progress("building examples/echo")
 	build := exec.CommandContext(ctx, "go", "build", "-o", echoBin, "./examples/echo")
 	build.Dir = cfg.Repo
+	if !cfg.Cgo {
+		// A static binary maps no C library: each child's footprint is
+		// smaller, and that is how a prefork server should be built.
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./examples/echo in %s: %w\n%s", cfg.Repo, err, out)
 	}
