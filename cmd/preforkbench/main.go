@@ -10,9 +10,8 @@
 //	go run ./cmd/preforkbench -duration 1s -modes tcp-conn,udp -concurrency 1,8 -runs 3
 //
 // It builds ./examples/echo (static, CGO_ENABLED=0, unless -cgo) into a
-// temporary directory and starts it as the
-// prefork server (its own process group, -v so that its log tells when each
-// child is ready), and starts the ceiling server by running its own binary
+// temporary directory and starts it as the prefork server (its own process
+// group, -v so that its log tells when each child is ready), and starts the ceiling server by running its own binary
 // again with PREFORKBENCH_CEILING=1 in the environment, so that the two
 // servers' CPU time and memory are measured apart from the load generator's.
 //
