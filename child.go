@@ -335,6 +335,7 @@ func (w *worker) serveQueue() {
 		if r == nil || err != nil || w.serveOne(r) != nil {
 			return
 		}
+		w.board.SetLeaving(w.slot, w.served)
 	}
 }
 
@@ -420,6 +421,12 @@ func (w *worker) readRecords() {
 // children than MinSpareServers (and the pool has room for more): the
 // requests in between cost the master nothing.
 func (w *worker) report(kind wire.Kind) {
+	if kind == wire.Busy {
+		w.board.SetBusy(w.slot) // for every request: RequestTimeout counts from here
+		if w.reported == wire.Retiring {
+			return // serving its own socket's queue on the way out
+		}
+	}
 	if w.reported == kind {
 		return
 	}
@@ -432,12 +439,11 @@ func (w *worker) report(kind wire.Kind) {
 		}
 		w.announced = true
 	case wire.Busy:
-		w.board.SetBusy(w.slot)
 		if idle, taken := w.board.Count(); idle >= w.cfg.minSpare || taken == w.board.Len() {
 			return
 		}
 	case wire.Retiring:
-		w.board.SetLeaving(w.slot)
+		w.board.SetLeaving(w.slot, w.served)
 	}
 	rec := wire.Record{Kind: kind, Served: uint32(w.served)}
 	if _, err := w.status.Write(wire.Encode(&w.buf, rec)); err != nil {

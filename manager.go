@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -205,6 +206,7 @@ type master struct {
 	listener *os.File
 	board    *board.Board
 	boardFD  *os.File // the board's file, for children to map
+	slots    []bool   // which board slots belong to a child: the master's own record
 	exe      string
 	env      []string
 	spawner  *spawner
@@ -279,6 +281,7 @@ func (ms *master) run() error {
 	if ms.board, ms.boardFD, err = board.Create(cfg.maxServers); err != nil {
 		return fmt.Errorf("prefork: scoreboard: %w", err)
 	}
+	ms.slots = make([]bool, cfg.maxServers)
 	defer ms.boardFD.Close()
 	defer ms.board.Close()
 	if ms.exe, err = sys.Executable(); err != nil {
@@ -522,12 +525,14 @@ func (ms *master) spawn() error {
 	if err != nil {
 		return err
 	}
-	slot := ms.board.Claim(-1)
+	slot := slices.Index(ms.slots, false)
 	if slot < 0 { // cannot happen: MaxServers bounds both
 		childStatus.Close()
 		status.Close()
 		return errors.New("no free slot on the scoreboard")
 	}
+	ms.slots[slot] = true
+	ms.board.Reset(slot)
 	cmd := &exec.Cmd{
 		Path:        ms.exe,
 		Args:        os.Args,
@@ -545,6 +550,7 @@ func (ms *master) spawn() error {
 	if err != nil {
 		status.Close()
 		ms.board.Release(slot)
+		ms.slots[slot] = false
 		return err
 	}
 	ms.board.SetPID(slot, cmd.Process.Pid)
@@ -609,6 +615,7 @@ func (ms *master) exited(c *child, err error) {
 	c.status.Close()
 	_, served, _ := ms.board.State(c.slot)
 	ms.board.Release(c.slot)
+	ms.slots[c.slot] = false
 	how := "exit status 0"
 	if err != nil {
 		how = err.Error()
@@ -705,11 +712,11 @@ const timeoutCheckInterval = 100 * time.Millisecond
 func (ms *master) enforceRequestTimeout() {
 	now := time.Now()
 	for _, c := range ms.children {
-		state, _, since := ms.board.State(c.slot)
+		state, _, busy := ms.board.State(c.slot)
 		switch {
-		case c.killed || state != board.Busy || now.Sub(since) < ms.cfg.requestTimeout+killGrace:
+		case c.killed || state != board.Busy || busy < ms.cfg.requestTimeout+killGrace:
 		case c.terminated.IsZero():
-			ms.log.Warn("prefork: request timed out; stopping the child", "pid", c.pid, "busy", now.Sub(since).Round(time.Millisecond))
+			ms.log.Warn("prefork: request timed out; stopping the child", "pid", c.pid, "busy", busy.Round(time.Millisecond))
 			c.terminated = now
 			c.retire = true // it will not take another request
 			c.cmd.Process.Signal(syscall.SIGTERM)

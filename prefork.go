@@ -28,8 +28,9 @@
 //
 // # The pool
 //
-// Each child tells the master over a socketpair when it becomes busy and
-// idle again. The master keeps between MinServers and MaxServers children,
+// Each child marks itself idle or busy on a scoreboard in memory shared with
+// the master, and wakes the master over a socketpair when idle children run
+// short. The master keeps between MinServers and MaxServers children,
 // and between MinSpareServers and MaxSpareServers of them idle: it starts
 // children as soon as idle ones run short, and retires surplus idle ones
 // once a second. A child exits after MaxRequests requests and is replaced.

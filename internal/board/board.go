@@ -7,9 +7,11 @@
 // master reads the table when it needs to; only when idle children run
 // short does a child wake the master, over its status socket.
 //
-// A slot is 32 bytes: the child's pid (written by the master), its state,
-// its count of requests served, and when its current request began (both
-// written by the child). Every field is accessed atomically.
+// A slot is 32 bytes: the child's pid (written by the master, for
+// information: the master keeps its own record of which slots are taken),
+// its state, its count of requests served, and when its current request
+// began on the monotonic clock, which all processes share (all written by
+// the child). Every field is accessed atomically.
 package board
 
 import (
@@ -33,12 +35,16 @@ const (
 
 const slotSize = 32
 
+// The table's layout is shared by processes: its size must not drift.
+var _ [slotSize - unsafe.Sizeof(slot{})]struct{}
+var _ [unsafe.Sizeof(slot{}) - slotSize]struct{}
+
 type slot struct {
 	pid    atomic.Int32
 	state  atomic.Uint32
 	served atomic.Uint32
 	_      uint32
-	since  atomic.Int64 // Unix nanoseconds
+	since  atomic.Int64 // CLOCK_MONOTONIC nanoseconds
 	_      int64
 }
 
@@ -109,19 +115,14 @@ func (b *Board) Close() error { return unix.Munmap(b.mem) }
 // Len is the number of slots.
 func (b *Board) Len() int { return len(b.slots) }
 
-// Claim gives a free slot to pid and returns its index, or -1 if none is free.
-func (b *Board) Claim(pid int) int {
-	for i := range b.slots {
-		s := &b.slots[i]
-		if s.pid.Load() == 0 {
-			s.state.Store(Free)
-			s.served.Store(0)
-			s.since.Store(0)
-			s.pid.Store(int32(pid))
-			return i
-		}
-	}
-	return -1
+// Reset makes slot i, which the master has chosen as free, the slot of a
+// new child.
+func (b *Board) Reset(i int) {
+	s := &b.slots[i]
+	s.state.Store(Free)
+	s.served.Store(0)
+	s.since.Store(0)
+	s.pid.Store(-1)
 }
 
 // Release frees slot i, once its child has exited.
@@ -142,25 +143,38 @@ func (b *Board) SetIdle(i int, served int) {
 	s.state.Store(Idle)
 }
 
-// SetBusy marks slot i busy from now on.
+// SetBusy marks slot i busy with a request that begins now.
 func (b *Board) SetBusy(i int) {
 	s := &b.slots[i]
-	s.since.Store(time.Now().UnixNano())
+	s.since.Store(monotonic())
 	s.state.Store(Busy)
 }
 
-// SetLeaving marks slot i as a child that takes no more requests.
-func (b *Board) SetLeaving(i int) { b.slots[i].state.Store(Leaving) }
+// SetLeaving marks slot i as a child that takes no more requests, having
+// served served.
+func (b *Board) SetLeaving(i int, served int) {
+	s := &b.slots[i]
+	s.served.Store(uint32(served))
+	s.state.Store(Leaving)
+}
 
-// State returns the state of slot i, its served count, and when its
-// current request began.
-func (b *Board) State(i int) (state uint32, served int, since time.Time) {
+// State returns the state of slot i, its served count, and, if it is busy,
+// for how long its current request has run.
+func (b *Board) State(i int) (state uint32, served int, busy time.Duration) {
 	s := &b.slots[i]
 	state = s.state.Load()
 	if state == Busy {
-		since = time.Unix(0, s.since.Load())
+		busy = time.Duration(monotonic() - s.since.Load())
 	}
-	return state, int(s.served.Load()), since
+	return state, int(s.served.Load()), busy
+}
+
+// monotonic reads CLOCK_MONOTONIC, which, unlike the wall clock, no time
+// step moves, and which every process of one boot shares.
+func monotonic() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // Count returns how many slots are idle, and how many have a child.
