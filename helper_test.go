@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -73,11 +74,23 @@ func helperMain() int {
 		ctx, stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 	}
-	if err := newHelperManager(cfg).Run(ctx); err != nil {
+	m := newHelperManager(cfg)
+	fds, goroutines := countFDs(), runtime.NumGoroutine()
+	err := m.Run(ctx)
+	if prefork.IsChild() { // what Run left behind in this child
+		rec := recorder{path: cfg.Events, role: "child"}
+		rec.add("AfterRun", fmt.Sprintf("fds %d->%d goroutines %d->%d", fds, countFDs(), goroutines, runtime.NumGoroutine()))
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper: Run:", err)
 		return 1
 	}
 	return 0
+}
+
+func countFDs() int {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	return len(fds)
 }
 
 func newHelperManager(cfg helperConfig) *prefork.Manager {

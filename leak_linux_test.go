@@ -3,6 +3,7 @@ package prefork_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -63,4 +64,30 @@ func TestRunLeavesNoProcessDescriptorOrGoroutine(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // goroutines that have finished their work but not yet exited
 	}
 	assert.LessOrEqual(t, runtime.NumGoroutine(), goroutinesBefore, "goroutines left")
+}
+
+// A child's Run closes what the master handed it (the status socket and
+// the listener) and leaves no descriptor or goroutine of its own.
+func TestChildRunLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 2, MinSpare: 1, MaxSpare: 2})
+	c := p.dial()
+	assert.Equal(t, "x", c.ask("x"))
+	c.conn.Close()
+	p.signal(syscall.SIGTERM)
+	require.NoError(t, p.wait())
+	reports := 0
+	for _, ev := range p.readEvents() {
+		if ev.Hook != "AfterRun" {
+			continue
+		}
+		reports++
+		var fdsBefore, fdsAfter, gBefore, gAfter int
+		_, err := fmt.Sscanf(ev.Detail, "fds %d->%d goroutines %d->%d", &fdsBefore, &fdsAfter, &gBefore, &gAfter)
+		require.NoError(t, err)
+		assert.Equal(t, fdsBefore-2, fdsAfter, "child %d: %s", ev.PID, ev.Detail)
+		// os/signal's watcher starts with the first Notify and stays.
+		assert.LessOrEqual(t, gAfter, gBefore+1, "child %d: %s", ev.PID, ev.Detail)
+	}
+	assert.Equal(t, 2, reports)
 }
