@@ -124,8 +124,46 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.mu.Lock()
 		m.running = nil
 		m.mu.Unlock()
+		close(ms.done)
 	}()
 	return ms.run()
+}
+
+// master returns the master that Run runs in this process, or nil.
+func (m *Manager) master() *master {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running
+}
+
+// Shutdown stops the pool gracefully, as SIGTERM does, and waits until Run
+// has returned. If ctx is done first, it kills the children that are left,
+// as Close does, waits for Run to return, and returns ctx's error. It
+// returns nil at once if Run is not running in this process's master.
+// Do not call it from a hook, which Run waits for: return an action from
+// ManagerHooks.Signal, or call Close, instead.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	ms := m.master()
+	if ms == nil {
+		return nil
+	}
+	ms.ask(ActionStop)
+	select {
+	case <-ms.done:
+		return nil
+	case <-ctx.Done():
+		ms.ask(ActionStopNow)
+		<-ms.done
+		return ctx.Err()
+	}
+}
+
+// Close kills every child at once and makes Run return. It does not wait.
+func (m *Manager) Close() error {
+	if ms := m.master(); ms != nil {
+		ms.ask(ActionStopNow)
+	}
+	return nil
 }
 
 // RestartChildren replaces every child with a fresh one, a few at a time,
@@ -135,14 +173,8 @@ func (m *Manager) Run(ctx context.Context) error {
 // ActionRestart from ManagerHooks.Signal). It returns at once, and
 // does nothing when Run is not running in this process's master.
 func (m *Manager) RestartChildren() {
-	m.mu.Lock()
-	ms := m.running
-	m.mu.Unlock()
-	if ms != nil {
-		select {
-		case ms.restart <- struct{}{}:
-		default: // a restart is already asked for
-		}
+	if ms := m.master(); ms != nil {
+		ms.ask(ActionRestart)
 	}
 }
 
@@ -212,7 +244,10 @@ type master struct {
 	spawner  *spawner
 	children map[int]*child
 	events   chan event
-	restart  chan struct{}
+	askMu    sync.Mutex
+	asked    []SignalAction // by Manager's methods, for the loop
+	askWake  chan struct{}  // a buffer of one: the loop has asks to read
+	done     chan struct{}  // closed when Run returns
 	watchers sync.WaitGroup
 
 	everReady bool
@@ -229,7 +264,20 @@ func newMaster(ctx context.Context, cfg config) *master {
 		ctx:      ctx,
 		children: make(map[int]*child),
 		events:   make(chan event, 64),
-		restart:  make(chan struct{}, 1),
+		askWake:  make(chan struct{}, 1),
+		done:     make(chan struct{}),
+	}
+}
+
+// ask hands an action to the master's loop. It never blocks, so that a
+// hook, which runs on the loop, can call Manager's methods too.
+func (ms *master) ask(a SignalAction) {
+	ms.askMu.Lock()
+	ms.asked = append(ms.asked, a)
+	ms.askMu.Unlock()
+	select {
+	case ms.askWake <- struct{}{}:
+	default: // the loop will read this ask with the others
 	}
 }
 
@@ -385,8 +433,15 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			ms.retireSurplus()
 		case <-timeoutTick:
 			ms.enforceRequestTimeout()
-		case <-ms.restart:
-			ms.beginRestart()
+		case <-ms.askWake:
+			ms.askMu.Lock()
+			asked := ms.asked
+			ms.asked = nil
+			ms.askMu.Unlock()
+			for _, a := range asked {
+				ms.log.Info("prefork: asked", "action", a.String())
+				ms.stop(a, nil)
+			}
 		case <-spawnTimer:
 			spawnTimer = nil
 		case <-killTimer:

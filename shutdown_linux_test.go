@@ -1,0 +1,103 @@
+package prefork_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prefork-go/prefork"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// runInProcess runs a pool whose master is this test process. Not for
+// parallel tests: it sets the environment that the children inherit.
+func runInProcess(t *testing.T, ctx context.Context, cfg helperConfig) (*prefork.Manager, *pool, func() error) {
+	t.Helper()
+	cfg.Events = filepath.Join(t.TempDir(), "events")
+	cfg.Quiet = true
+	js, err := json.Marshal(cfg)
+	require.NoError(t, err)
+	t.Setenv(envHelper, "1")
+	t.Setenv(envConfig, string(js))
+	m := newHelperManager(cfg)
+	var runErr error
+	done := make(chan struct{})
+	go func() { runErr = m.Run(ctx); close(done) }()
+	wait := func() error {
+		t.Helper()
+		select {
+		case <-done:
+			return runErr
+		case <-time.After(waitLimit):
+			t.Fatal("Run did not return")
+			return nil
+		}
+	}
+	p := &pool{t: t, events: cfg.Events, network: "tcp", done: make(chan struct{})}
+	p.addr = p.waitEvent("master", "PostBind").Detail
+	p.waitEvent("master", "PostInitChildren")
+	t.Cleanup(func() {
+		m.Close()
+		wait()
+	})
+	return m, p, wait
+}
+
+func myChildren() []int { return processes(func(ppid, _ int) bool { return ppid == os.Getpid() }) }
+
+func TestShutdownWaitsForRequestInFlight(t *testing.T) {
+	m, p, wait := runInProcess(t, context.Background(), helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2})
+	c := p.dial()
+	c.send("sleep 300ms")
+	p.waitEvent("child", "ProcessRequest")
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, m.Shutdown(ctx))
+	reply, err := c.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "slept", reply)
+	require.NoError(t, wait(), "Run returns nil after a graceful Shutdown")
+	assert.Empty(t, myChildren())
+	assert.NoError(t, m.Shutdown(ctx), "Shutdown after Run returned does nothing")
+}
+
+func TestShutdownDeadlineKillsChildren(t *testing.T) {
+	m, p, wait := runInProcess(t, context.Background(), helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1, ShutdownTimeout: time.Hour})
+	c := p.dial()
+	c.send("hang")
+	p.waitEvent("child", "ProcessRequest")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	assert.ErrorIs(t, m.Shutdown(ctx), context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), waitLimit, "Shutdown does not wait for ShutdownTimeout")
+	require.NoError(t, wait())
+	assert.Empty(t, myChildren())
+	_, err := c.recv()
+	assert.Error(t, err)
+}
+
+// RestartChildren and Close return at once; Run then does what they ask.
+func TestRestartChildrenFromAGoroutineAndClose(t *testing.T) {
+	m, p, wait := runInProcess(t, context.Background(), helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2})
+	before := myChildren()
+	m.RestartChildren()
+	p.waitFor("new children", func() bool {
+		now := myChildren()
+		for _, pid := range before {
+			for _, n := range now {
+				if n == pid {
+					return false
+				}
+			}
+		}
+		return len(now) >= 2
+	})
+	require.NoError(t, m.Close())
+	assert.NoError(t, wait())
+	assert.Empty(t, myChildren())
+}
