@@ -1,0 +1,205 @@
+package prefork
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/prefork-go/prefork/internal/board"
+	"github.com/prefork-go/prefork/internal/wire"
+)
+
+// retireInterval paces the retirement of surplus idle children, so that a
+// pool does not shrink and grow again with every ripple of load.
+const retireInterval = time.Second
+
+// Start-up failures: a child that exits before it is ready makes the
+// master wait before the next start, doubling the wait each time; if no
+// child has ever become ready after maxStartFailures such exits, Run gives
+// up with ErrChildStart.
+const (
+	firstBackoff     = 50 * time.Millisecond
+	maxBackoff       = 5 * time.Second
+	maxStartFailures = 5
+)
+
+// idle reports whether a ready child waits for a request.
+func (ms *master) idle(c *child) bool {
+	state, _, _ := ms.board.State(c.slot)
+	return c.ready && state == board.Idle
+}
+
+// starting counts the children that have not reported yet.
+func (ms *master) starting() int {
+	n := 0
+	for _, c := range ms.children {
+		if !c.ready && c.active() {
+			n++
+		}
+	}
+	return n
+}
+
+// ready counts the children that have reported idle or busy.
+func (ms *master) ready() int {
+	n := 0
+	for _, c := range ms.children {
+		if c.ready && c.active() {
+			n++
+		}
+	}
+	return n
+}
+
+// scale starts the children the pool lacks: enough to reach MinServers and
+// MinSpareServers idle ones (a starting child counts as idle), up to
+// MaxServers processes. After start-up failures it starts one at a time, paced by the
+// back-off; it returns the timer that ends the current back-off.
+func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
+	if ms.stopping {
+		return nil
+	}
+	active, idle := 0, 0
+	for _, c := range ms.children {
+		if c.active() {
+			active++
+			if !c.ready || ms.idle(c) {
+				idle++
+			}
+		}
+	}
+	// MaxServers bounds processes: a retiring child finishing its last
+	// request still counts.
+	n := min(max(ms.cfg.minServers-active, ms.cfg.minSpare-idle), ms.cfg.maxServers-len(ms.children))
+	if n <= 0 {
+		return timer
+	}
+	if ms.failures > 0 {
+		if wait := time.Until(ms.nextSpawn); wait > 0 {
+			if timer == nil {
+				timer = time.After(wait)
+			}
+			return timer
+		}
+		if ms.starting() > 0 { // wait for it to be ready or fail
+			return timer
+		}
+		n = 1
+	}
+	for range n {
+		if err := ms.spawn(); err != nil {
+			ms.log.Error("prefork: cannot start a child", "err", err)
+			ms.startFailed(err)
+			return nil
+		}
+	}
+	return timer
+}
+
+// startFailed records a child that did not come up, and gives up if none
+// ever has.
+func (ms *master) startFailed(cause error) {
+	ms.failures++
+	if !ms.everReady && ms.failures >= maxStartFailures {
+		ms.log.Error("prefork: children keep failing to start; giving up", "failures", ms.failures, "last", cause)
+		ms.stop(ActionStopNow, fmt.Errorf("%w: %d in a row, the last: %w", ErrChildStart, ms.failures, cause))
+		return
+	}
+	wait := min(firstBackoff<<(ms.failures-1), maxBackoff)
+	ms.nextSpawn = time.Now().Add(wait)
+	ms.log.Warn("prefork: waiting before starting another child", "wait", wait, "failures", ms.failures)
+}
+
+// retireSurplus asks idle children above MaxSpareServers to exit, keeping
+// at least MinServers; children due for replacement go first.
+func (ms *master) retireSurplus() {
+	if ms.stopping {
+		return
+	}
+	active, idle := 0, 0
+	for _, c := range ms.children {
+		if c.active() {
+			active++
+			if ms.idle(c) {
+				idle++
+			}
+		}
+	}
+	n := min(idle-ms.cfg.maxSpare, active-ms.cfg.minServers)
+	for _, old := range []bool{true, false} {
+		for _, c := range ms.children {
+			if n > 0 && c.old == old && c.active() && ms.idle(c) {
+				ms.tell(c, wire.Retire)
+				n--
+			}
+		}
+	}
+}
+
+// beginRestart marks every child for replacement by replaceOld.
+func (ms *master) beginRestart() {
+	if ms.stopping {
+		return
+	}
+	n := 0
+	for _, c := range ms.children {
+		if c.active() {
+			c.old = true
+			n++
+		}
+	}
+	ms.log.Info("prefork: restarting children", "children", n)
+}
+
+// replaceOld retires children marked by beginRestart, as many at a time as
+// MinSpareServers (at least one), and only while no replacement is still
+// starting: the pool keeps its capacity, and the shared socket keeps every
+// waiting connection for the children that go on.
+func (ms *master) replaceOld() {
+	if ms.stopping {
+		return
+	}
+	retiring, batch := 0, max(1, ms.cfg.minSpare)
+	for _, c := range ms.children {
+		if !c.ready && c.active() {
+			return // a replacement is starting
+		}
+		if c.old && !c.active() {
+			retiring++
+		}
+	}
+	for _, c := range ms.children {
+		if retiring >= batch {
+			return
+		}
+		if c.old && c.active() && ms.idle(c) {
+			ms.tell(c, wire.Retire)
+			retiring++
+		}
+	}
+}
+
+// timeoutCheckInterval paces the checks of RequestTimeout.
+const timeoutCheckInterval = 100 * time.Millisecond
+
+// enforceRequestTimeout stops children busy longer than RequestTimeout,
+// past the grace that lets a handler see its ctx end: SIGTERM first, then
+// SIGKILL.
+func (ms *master) enforceRequestTimeout() {
+	now := time.Now()
+	for _, c := range ms.children {
+		state, _, busy := ms.board.State(c.slot)
+		switch {
+		case c.killed || state != board.Busy || busy < ms.cfg.requestTimeout+killGrace:
+		case c.terminated.IsZero():
+			ms.log.Warn("prefork: request timed out; stopping the child", "pid", c.pid, "busy", busy.Round(time.Millisecond))
+			c.terminated = now
+			c.retire = true // it will not take another request
+			c.cmd.Process.Signal(syscall.SIGTERM)
+		case now.Sub(c.terminated) >= killGrace:
+			ms.log.Warn("prefork: child did not stop after SIGTERM; killing it", "pid", c.pid)
+			c.cmd.Process.Kill()
+			c.killed = true
+		}
+	}
+}
