@@ -78,6 +78,11 @@ func helperMain() int {
 	fds, goroutines := countFDs(), runtime.NumGoroutine()
 	err := m.Run(ctx)
 	if prefork.IsChild() { // what Run left behind in this child
+		// A goroutine that has signalled a WaitGroup may not have exited
+		// yet: give those a moment. os/signal's watcher stays for good.
+		for deadline := time.Now().Add(2 * time.Second); runtime.NumGoroutine() > goroutines+1 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
 		rec := recorder{path: cfg.Events, role: "child"}
 		rec.add("AfterRun", fmt.Sprintf("fds %d->%d goroutines %d->%d", fds, countFDs(), goroutines, runtime.NumGoroutine()))
 	}
