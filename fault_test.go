@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -191,4 +192,40 @@ func TestBadClients(t *testing.T) {
 	assert.Equal(t, "fine", p.dial().ask("fine"))
 	assert.NotContains(t, p.logText(), "child died")
 	assert.Subset(t, p.children(), before, "no child was lost")
+}
+
+// A child that crashes on every request must not turn every request into a
+// fork: children that die young are restarted with a growing back-off, and
+// the pool serves again once they stay up.
+func TestChildrenThatDieYoungAreRestartedWithBackOff(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1})
+	deadline := time.Now().Add(2 * time.Second)
+	crashes := 0
+	for time.Now().Before(deadline) && crashes < 1000 {
+		conn, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err != nil {
+			continue
+		}
+		conn.SetDeadline(time.Now().Add(time.Second))
+		fmt.Fprintln(conn, "panic")
+		io.Copy(io.Discard, conn) // until the child is gone, or the deadline
+		conn.Close()
+		crashes++
+	}
+	started := strings.Count(p.logText(), "child started")
+	t.Logf("%d crashing requests in 2 s started %d children", crashes, started)
+	assert.LessOrEqual(t, started, 12, "about one start per back-off step (50 ms, doubling)")
+	assert.Contains(t, p.logText(), "died")
+	p.waitFor("the pool to serve again", func() bool {
+		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		fmt.Fprintln(c, "ok")
+		reply, err := bufio.NewReader(c).ReadString('\n')
+		return err == nil && reply == "ok\n"
+	})
 }

@@ -2,6 +2,7 @@ package prefork
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -33,6 +34,8 @@ type child struct {
 	old     bool     // to be replaced by RestartChildren
 	failed  string   // the error the child reported before it exited
 
+	started    time.Time
+	readyAt    time.Time
 	terminated time.Time // when the master sent SIGTERM for RequestTimeout
 	killed     bool
 }
@@ -68,11 +71,12 @@ type master struct {
 	done     chan struct{}  // closed when Run returns
 	watchers sync.WaitGroup
 
-	everReady bool
-	failures  int       // start-up failures in a row
-	nextSpawn time.Time // no start before this, after start-up failures
-	stopping  bool
-	stopErr   error // what Run returns
+	everReady   bool
+	failures    int       // children in a row that failed to start, or died young
+	lastFailure time.Time // when the last of them exited
+	nextSpawn   time.Time // no start before this, after failures
+	stopping    bool
+	stopErr     error // what Run returns
 }
 
 func newMaster(ctx context.Context, cfg config) *master {
@@ -312,9 +316,8 @@ func (ms *master) handle(ev event) {
 		c.failed = ev.rec.Text
 	case ev.rec.Kind == wire.Idle:
 		if !c.ready {
-			c.ready = true
+			c.ready, c.readyAt = true, time.Now()
 			ms.everReady = true
-			ms.failures = 0
 			ms.log.Debug("prefork: child ready", "pid", c.pid)
 		}
 	case ev.rec.Kind == wire.Busy:
@@ -340,9 +343,18 @@ func (ms *master) exited(c *child, err error) {
 	switch {
 	case !c.ready && !ms.stopping:
 		ms.log.Warn("prefork: child exited before it was ready", "pid", c.pid, "how", how)
-		ms.startFailed(fmt.Errorf("child %d: %s", c.pid, how))
+		if !killed(err) { // see below
+			ms.startFailed(fmt.Errorf("child %d: %s", c.pid, how))
+		}
 	case (err != nil || c.failed != "") && !c.retire && !ms.stopping:
 		ms.log.Warn("prefork: child died", "pid", c.pid, "how", how, "served", served)
+		if time.Since(c.started) < youngDeath && !killed(err) {
+			// A child that crashes at once, on every request say, must
+			// not turn each request into a fork. SIGKILL comes from
+			// outside (an operator, the OOM killer): that is not the
+			// child's fault, and is not paced.
+			ms.startFailed(fmt.Errorf("child %d died %v after it started: %s", c.pid, time.Since(c.started).Round(time.Millisecond), how))
+		}
 	default:
 		ms.log.Debug("prefork: child exited", "pid", c.pid, "how", how, "served", served)
 	}
@@ -357,4 +369,14 @@ func (ms *master) tell(c *child, kind wire.Kind) {
 	var b [wire.RecordSize]byte
 	// A child that cannot be told (it just died) is reaped all the same.
 	c.status.Write(wire.Encode(&b, wire.Record{Kind: kind}))
+}
+
+// killed reports whether a child's exit error says SIGKILL ended it.
+func killed(err error) bool {
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return false
+	}
+	status, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && status.Signaled() && status.Signal() == syscall.SIGKILL
 }

@@ -13,11 +13,14 @@ import (
 // pool does not shrink and grow again with every ripple of load.
 const retireInterval = time.Second
 
-// Start-up failures: a child that exits before it is ready makes the
-// master wait before the next start, doubling the wait each time; if no
-// child has ever become ready after maxStartFailures such exits, Run gives
-// up with ErrChildStart.
+// Failures: a child that exits by itself (not by SIGKILL) before it is
+// ready, or within youngDeath of its start, makes the master wait before
+// the next start,
+// doubling the wait each time. A child that has stayed ready for youngDeath
+// since the last failure ends the streak. If no child has ever become ready
+// after maxStartFailures failures, Run gives up with ErrChildStart.
 const (
+	youngDeath       = time.Second
 	firstBackoff     = 50 * time.Millisecond
 	maxBackoff       = 5 * time.Second
 	maxStartFailures = 5
@@ -74,6 +77,10 @@ func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 	if n <= 0 {
 		return timer
 	}
+	if ms.failures > 0 && ms.healthy() {
+		ms.log.Info("prefork: children start and stay up again", "failures", ms.failures)
+		ms.failures = 0
+	}
 	if ms.failures > 0 {
 		if wait := time.Until(ms.nextSpawn); wait > 0 {
 			if timer == nil {
@@ -96,6 +103,17 @@ func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 	return timer
 }
 
+// healthy reports whether a child that became ready after the last
+// failure has stayed up for youngDeath.
+func (ms *master) healthy() bool {
+	for _, c := range ms.children {
+		if c.ready && c.readyAt.After(ms.lastFailure) && time.Since(c.readyAt) >= youngDeath {
+			return true
+		}
+	}
+	return false
+}
+
 // startFailed records a child that did not come up, and gives up if none
 // ever has.
 func (ms *master) startFailed(cause error) {
@@ -105,8 +123,9 @@ func (ms *master) startFailed(cause error) {
 		ms.stop(ActionStopNow, fmt.Errorf("%w: %d in a row, the last: %w", ErrChildStart, ms.failures, cause))
 		return
 	}
-	wait := min(firstBackoff<<(ms.failures-1), maxBackoff)
-	ms.nextSpawn = time.Now().Add(wait)
+	wait := min(firstBackoff<<min(ms.failures-1, 16), maxBackoff)
+	ms.lastFailure = time.Now()
+	ms.nextSpawn = ms.lastFailure.Add(wait)
 	ms.log.Warn("prefork: waiting before starting another child", "wait", wait, "failures", ms.failures)
 }
 

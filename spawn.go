@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prefork-go/prefork/internal/sys"
 	"github.com/prefork-go/prefork/internal/wire"
@@ -64,7 +65,7 @@ func (ms *master) spawn() error {
 		return err
 	}
 	ms.board.SetPID(slot, cmd.Process.Pid)
-	c := &child{pid: cmd.Process.Pid, slot: slot, cmd: cmd, status: status}
+	c := &child{pid: cmd.Process.Pid, slot: slot, cmd: cmd, status: status, started: time.Now()}
 	ms.children[c.pid] = c
 	ms.log.Debug("prefork: child started", "pid", c.pid)
 	ms.watchers.Add(1)
