@@ -36,6 +36,8 @@ type child struct {
 
 	started    time.Time
 	readyAt    time.Time
+	begun      uint64    // the board's count of requests begun, when last seen
+	busySince  time.Time // when the master first saw the current request
 	terminated time.Time // when the master sent SIGTERM for RequestTimeout
 	killed     bool
 }

@@ -203,13 +203,22 @@ const timeoutCheckInterval = 100 * time.Millisecond
 
 // enforceRequestTimeout stops children busy longer than RequestTimeout,
 // past the grace that lets a handler see its ctx end: SIGTERM first, then
-// SIGKILL.
+// SIGKILL. A request is timed from the first check that sees it, so up to
+// one timeoutCheckInterval late.
 func (ms *master) enforceRequestTimeout() {
 	now := time.Now()
 	for _, c := range ms.children {
-		state, _, busy := ms.board.State(c.slot)
+		state, _, begun := ms.board.State(c.slot)
+		if state != board.Busy {
+			c.begun, c.busySince = begun, time.Time{}
+			continue
+		}
+		if begun != c.begun || c.busySince.IsZero() { // a new request: time it from now
+			c.begun, c.busySince = begun, now
+		}
+		busy := now.Sub(c.busySince)
 		switch {
-		case c.killed || state != board.Busy || busy < ms.cfg.requestTimeout+killGrace:
+		case c.killed || busy < ms.cfg.requestTimeout+killGrace:
 		case c.terminated.IsZero():
 			ms.log.Warn("prefork: request timed out; stopping the child", "pid", c.pid, "busy", busy.Round(time.Millisecond))
 			c.terminated = now

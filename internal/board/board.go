@@ -9,9 +9,11 @@
 //
 // A slot is 32 bytes: the child's pid (written by the master, for
 // information: the master keeps its own record of which slots are taken),
-// its state, its count of requests served, and when its current request
-// began on the monotonic clock, which all processes share (all written by
-// the child). Every field is accessed atomically.
+// its state, its count of requests served, and the number of requests it
+// has begun (all written by the child). Every field is accessed
+// atomically. Clocks stay out of the table: a child would need a system
+// call per request to read one that all processes share and that no time
+// step moves; the master times requests by watching the count change.
 package board
 
 import (
@@ -19,7 +21,6 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -44,7 +45,7 @@ type slot struct {
 	state  atomic.Uint32
 	served atomic.Uint32
 	_      uint32
-	since  atomic.Int64 // CLOCK_MONOTONIC nanoseconds
+	begun  atomic.Uint64 // requests begun
 	_      int64
 }
 
@@ -121,7 +122,7 @@ func (b *Board) Reset(i int) {
 	s := &b.slots[i]
 	s.state.Store(Free)
 	s.served.Store(0)
-	s.since.Store(0)
+	s.begun.Store(0)
 	s.pid.Store(-1)
 }
 
@@ -143,10 +144,10 @@ func (b *Board) SetIdle(i int, served int) {
 	s.state.Store(Idle)
 }
 
-// SetBusy marks slot i busy with a request that begins now.
+// SetBusy marks slot i busy with a new request.
 func (b *Board) SetBusy(i int) {
 	s := &b.slots[i]
-	s.since.Store(monotonic())
+	s.begun.Add(1)
 	s.state.Store(Busy)
 }
 
@@ -158,23 +159,12 @@ func (b *Board) SetLeaving(i int, served int) {
 	s.state.Store(Leaving)
 }
 
-// State returns the state of slot i, its served count, and, if it is busy,
-// for how long its current request has run.
-func (b *Board) State(i int) (state uint32, served int, busy time.Duration) {
+// State returns the state of slot i, its served count, and how many
+// requests it has begun: a request that is still running when the count is
+// read twice is the same one.
+func (b *Board) State(i int) (state uint32, served int, begun uint64) {
 	s := &b.slots[i]
-	state = s.state.Load()
-	if state == Busy {
-		busy = time.Duration(monotonic() - s.since.Load())
-	}
-	return state, int(s.served.Load()), busy
-}
-
-// monotonic reads CLOCK_MONOTONIC, which, unlike the wall clock, no time
-// step moves, and which every process of one boot shares.
-func monotonic() int64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
+	return s.state.Load(), int(s.served.Load()), s.begun.Load()
 }
 
 // Count returns how many slots are idle, and how many have a child.
