@@ -199,7 +199,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	for !ms.stopping || len(ms.children) > 0 {
 		ms.replaceOld()
 		spawnTimer = ms.scale(spawnTimer)
-		if !initialized && !ms.stopping && ms.ready() >= ms.cfg.minServers {
+		if !initialized && !ms.stopping && ms.census().ready >= ms.cfg.minServers {
 			initialized = true
 			ms.log.Info("prefork: pool ready", "children", len(ms.children))
 			err := callHook("PostInitChildren", hooks.PostInitChildren, ms.ctx)

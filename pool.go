@@ -32,23 +32,22 @@ func (ms *master) idle(c *child) bool {
 	return c.ready && state == board.Idle
 }
 
-// starting counts the children that have not reported yet.
-func (ms *master) starting() int {
-	n := 0
-	for _, c := range ms.children {
-		if !c.ready && c.active() {
-			n++
-		}
-	}
-	return n
-}
+// census counts the children that take requests, or will: those still
+// starting, those ready, and of these the idle ones.
+type census struct{ starting, ready, idle int }
 
-// ready counts the children that have reported idle or busy.
-func (ms *master) ready() int {
-	n := 0
+func (ms *master) census() census {
+	var n census
 	for _, c := range ms.children {
-		if c.ready && c.active() {
-			n++
+		switch {
+		case !c.active():
+		case !c.ready:
+			n.starting++
+		default:
+			n.ready++
+			if ms.idle(c) {
+				n.idle++
+			}
 		}
 	}
 	return n
@@ -56,21 +55,14 @@ func (ms *master) ready() int {
 
 // scale starts the children the pool lacks: enough to reach MinServers and
 // MinSpareServers idle ones (a starting child counts as idle), up to
-// MaxServers processes. After start-up failures it starts one at a time, paced by the
-// back-off; it returns the timer that ends the current back-off.
+// MaxServers processes. After failures it starts one at a time, paced by
+// the back-off; it returns the timer that ends the current back-off.
 func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 	if ms.stopping {
 		return nil
 	}
-	active, idle := 0, 0
-	for _, c := range ms.children {
-		if c.active() {
-			active++
-			if !c.ready || ms.idle(c) {
-				idle++
-			}
-		}
-	}
+	count := ms.census()
+	active, idle := count.starting+count.ready, count.starting+count.idle // a starting child will be idle
 	// MaxServers bounds processes: a retiring child finishing its last
 	// request still counts.
 	n := min(max(ms.cfg.minServers-active, ms.cfg.minSpare-idle), ms.cfg.maxServers-len(ms.children))
@@ -88,7 +80,7 @@ func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 			}
 			return timer
 		}
-		if ms.starting() > 0 { // wait for it to be ready or fail
+		if count.starting > 0 { // wait for it to be ready or fail
 			return timer
 		}
 		n = 1
@@ -135,16 +127,8 @@ func (ms *master) retireSurplus() {
 	if ms.stopping {
 		return
 	}
-	active, idle := 0, 0
-	for _, c := range ms.children {
-		if c.active() {
-			active++
-			if ms.idle(c) {
-				idle++
-			}
-		}
-	}
-	n := min(idle-ms.cfg.maxSpare, active-ms.cfg.minServers)
+	count := ms.census()
+	n := min(count.idle-ms.cfg.maxSpare, count.starting+count.ready-ms.cfg.minServers)
 	for _, old := range []bool{true, false} {
 		for _, c := range ms.children {
 			if n > 0 && c.old == old && c.active() && ms.idle(c) {
