@@ -2,11 +2,9 @@ package prefork_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
@@ -26,11 +24,6 @@ func openFDs(t *testing.T) int {
 // descriptors can be counted after Run returns. Not parallel: it sets the
 // environment that its children inherit.
 func TestRunLeavesNoProcessDescriptorOrGoroutine(t *testing.T) {
-	cfg := helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2, Quiet: true, Events: filepath.Join(t.TempDir(), "events")}
-	js, err := json.Marshal(cfg)
-	require.NoError(t, err)
-	t.Setenv(envHelper, "1")
-	t.Setenv(envConfig, string(js))
 	// os/signal starts its watcher goroutine on first use, for good.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGHUP)
@@ -39,25 +32,15 @@ func TestRunLeavesNoProcessDescriptorOrGoroutine(t *testing.T) {
 	fdsBefore, goroutinesBefore := openFDs(t), runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- newHelperManager(cfg).Run(ctx) }()
-
-	p := &pool{t: t, events: cfg.Events, network: "tcp", done: make(chan struct{})}
-	p.addr = p.waitEvent("master", "PostBind").Detail
-	p.waitEvent("master", "PostInitChildren")
+	_, p, wait := runInProcess(t, ctx, helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2})
 	c := p.dial()
 	assert.Equal(t, "ping", c.ask("ping"))
 	c.conn.Close()
-	require.Len(t, processes(func(ppid, _ int) bool { return ppid == os.Getpid() }), 2)
+	require.Len(t, myChildren(), 2)
 
 	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "a cancelled context is a graceful stop")
-	case <-time.After(waitLimit):
-		t.Fatal("Run did not return after its context was cancelled")
-	}
-	assert.Empty(t, processes(func(ppid, _ int) bool { return ppid == os.Getpid() }), "children left")
+	require.NoError(t, wait(), "a cancelled context is a graceful stop")
+	assert.Empty(t, myChildren(), "children left")
 	assert.Equal(t, fdsBefore, openFDs(t), "descriptors left open")
 	deadline := time.Now().Add(waitLimit)
 	for runtime.NumGoroutine() > goroutinesBefore && time.Now().Before(deadline) {
