@@ -44,10 +44,10 @@
 //
 // # Stopping
 //
-// SIGINT, SIGTERM and the cancellation of Run's context stop the pool
-// gracefully: children stop taking requests, finish the ones they have, and
-// exit; after Manager.ShutdownTimeout the remaining ones are killed. A second
-// SIGINT or SIGTERM stops at once. SIGHUP is logged and otherwise ignored;
+// SIGINT, SIGTERM, Manager.Shutdown and the cancellation of Run's context
+// stop the pool gracefully: children stop taking requests, finish the ones
+// they have, and exit; after Manager.ShutdownTimeout the remaining ones are
+// killed. A second SIGINT or SIGTERM, or Manager.Close, stops at once. SIGHUP is logged and otherwise ignored;
 // ManagerHooks.Signal changes what each signal does. A child that receives
 // SIGINT or SIGTERM itself (a terminal's ^C, or systemd, reach the whole
 // process group) finishes its request and exits too.
@@ -56,6 +56,15 @@
 // when the master dies (they finish the request in hand, within
 // ShutdownTimeout), and everywhere they notice the end of their status
 // socket.
+//
+// # Faults
+//
+// A panic in a hook is recovered and ends that child with a *PanicError;
+// the master replaces it. Manager.RequestTimeout bounds a request, and the
+// master kills a child that overruns it. Children that fail to start, or
+// crash soon after, are restarted with a growing back-off, and Run gives up
+// with ErrChildStart if none ever starts. Manager.RestartChildren replaces
+// every child without failing a request.
 //
 // # Platforms
 //
