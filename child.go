@@ -33,6 +33,7 @@ type worker struct {
 	cfg      config
 	log      *slog.Logger
 	child    Child
+	hooks    requestHooks // the Child's optional hooks, found once
 	network  string
 	fd       int  // the listener
 	packet   bool // a datagram socket
@@ -102,6 +103,7 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 		cfg:      cfg,
 		log:      cfg.logger.With("pid", os.Getpid()),
 		child:    user,
+		hooks:    findRequestHooks(user),
 		status:   status,
 		board:    h.board,
 		slot:     h.slot,
@@ -304,7 +306,7 @@ func (w *worker) serve() error {
 			return nil
 		}
 		w.report(wire.Idle)
-		listenerReady, _, err := w.poller.Wait()
+		listenerReady, err := w.poller.Wait()
 		if err != nil {
 			return fmt.Errorf("prefork: %w", err)
 		}
@@ -349,33 +351,30 @@ func (w *worker) serveOne(r *Request) error {
 // next takes one request from the listener, or returns nil if there is none
 // (another child took it, or a datagram was dropped).
 func (w *worker) next() (*Request, error) {
-	r := &Request{Network: w.network, Served: w.served, stopping: w.stopping}
-	if w.packet {
-		n, from, truncated, err := sys.ReadFrom(w.fd, w.datagram)
+	if !w.packet {
+		conn, err := sys.Accept(w.fd)
 		if err != nil {
-			return nil, w.acceptError("recvmsg", err)
+			return nil, w.acceptError("accept", err)
 		}
-		r.RemoteAddr = sys.Addr(w.network, from)
-		if truncated {
-			w.log.Warn("prefork: datagram longer than the buffer; dropped", "remote", addrString(r.RemoteAddr), "buffer", len(w.datagram))
-			return nil, nil
-		}
-		r.Data = w.datagram[:n]
-		r.reply = func(b []byte) error {
-			if r.RemoteAddr == nil {
-				return errors.New("prefork: the sender has no address to reply to")
-			}
-			return sys.WriteTo(w.fd, b, from, replyTimeout)
-		}
-		return r, nil
+		// Reply writes to Conn: no reply function to make.
+		return &Request{Conn: conn, RemoteAddr: conn.RemoteAddr(), Network: w.network, Served: w.served, stopping: w.stopping}, nil
 	}
-	conn, err := sys.Accept(w.fd)
+	n, from, truncated, err := sys.ReadFrom(w.fd, w.datagram)
 	if err != nil {
-		return nil, w.acceptError("accept", err)
+		return nil, w.acceptError("recvmsg", err)
 	}
-	r.Conn, r.RemoteAddr = conn, conn.RemoteAddr()
-	r.reply = func(b []byte) error { _, err := conn.Write(b); return err }
-	return r, nil
+	sender := sys.Addr(w.network, from)
+	if truncated {
+		w.log.Warn("prefork: datagram longer than the buffer; dropped", "remote", addrString(sender), "buffer", len(w.datagram))
+		return nil, nil
+	}
+	reply := func(b []byte) error {
+		if sender == nil {
+			return errors.New("prefork: the sender has no address to reply to")
+		}
+		return sys.WriteTo(w.fd, b, from, replyTimeout)
+	}
+	return &Request{Data: w.datagram[:n], RemoteAddr: sender, Network: w.network, Served: w.served, stopping: w.stopping, reply: reply}, nil
 }
 
 // acceptError sorts an error of accept or recvmsg: nil if the child should
@@ -439,7 +438,7 @@ func (w *worker) report(kind wire.Kind) {
 		}
 		w.announced = true
 	case wire.Busy:
-		if idle, taken := w.board.Count(); idle >= w.cfg.minSpare || taken == w.board.Len() {
+		if !w.board.Short(w.cfg.minSpare) {
 			return
 		}
 	case wire.Retiring:
@@ -449,6 +448,24 @@ func (w *worker) report(kind wire.Kind) {
 	if _, err := w.status.Write(wire.Encode(&w.buf, rec)); err != nil {
 		w.beginStop(ErrMasterGone)
 	}
+}
+
+// requestHooks are a Child's optional per-request hooks, nil where it has
+// none.
+type requestHooks struct {
+	postAccept  PostAccepter
+	allowDeny   AllowDenier
+	denied      RequestDenier
+	postProcess PostProcessor
+}
+
+func findRequestHooks(c Child) requestHooks {
+	var h requestHooks
+	h.postAccept, _ = c.(PostAccepter)
+	h.allowDeny, _ = c.(AllowDenier)
+	h.denied, _ = c.(RequestDenier)
+	h.postProcess, _ = c.(PostProcessor)
+	return h
 }
 
 // handle runs one request through the Child's hooks. It returns a
@@ -467,13 +484,12 @@ func (w *worker) handle(r *Request) error {
 		// handlers that do not watch ctx, so that the child can go on (or
 		// exit by itself) before it is killed.
 		defer context.AfterFunc(ctx, func() { r.Conn.SetDeadline(time.Now().Add(killGrace / 2)) })()
-		defer r.Conn.Close() // again after PostProcessRequest's Close: harmless
 	}
 	err := w.process(ctx, r)
 	if r.Conn != nil {
 		r.Conn.Close()
 	}
-	if pp, ok := w.child.(PostProcessor); ok {
+	if pp := w.hooks.postProcess; pp != nil {
 		if perr := guard("PostProcessRequest", func() error { pp.PostProcessRequest(ctx, r, err); return nil }); perr != nil {
 			err = perr
 		}
@@ -489,19 +505,19 @@ func (w *worker) handle(r *Request) error {
 // process runs the hooks between accept and close, and returns why the
 // request ended.
 func (w *worker) process(ctx context.Context, r *Request) error {
-	if pa, ok := w.child.(PostAccepter); ok {
+	if pa := w.hooks.postAccept; pa != nil {
 		if err := guard("PostAccept", func() error { return pa.PostAccept(ctx, r) }); err != nil {
 			w.log.Warn("prefork: PostAccept", "remote", addrString(r.RemoteAddr), "err", err)
 			return fmt.Errorf("prefork: PostAccept: %w", err)
 		}
 	}
-	if ad, ok := w.child.(AllowDenier); ok {
+	if ad := w.hooks.allowDeny; ad != nil {
 		allow := true
 		if err := guard("AllowDeny", func() error { allow = ad.AllowDeny(ctx, r); return nil }); err != nil {
 			return err
 		}
 		if !allow {
-			if rd, ok := w.child.(RequestDenier); ok {
+			if rd := w.hooks.denied; rd != nil {
 				if err := guard("RequestDenied", func() error { rd.RequestDenied(ctx, r); return nil }); err != nil {
 					return err
 				}

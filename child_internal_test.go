@@ -18,7 +18,7 @@ import (
 // Retire lets a busy child finish its request in peace; Stop tells the
 // request that the pool stops.
 func TestRetireDoesNotHurryTheRequestButStopDoes(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	require.NoError(t, err)
 	for _, fd := range fds {
 		require.NoError(t, unix.SetNonblock(fd, true))

@@ -24,15 +24,16 @@ const killGrace = time.Second
 // child is the master's record of one child process. Whether it is idle
 // or busy is on the board, in its slot.
 type child struct {
-	pid     int
-	slot    int
-	cmd     *exec.Cmd
-	status  *os.File // the master's end of the status socket
-	ready   bool     // it has reported for duty
-	leaving bool     // it said it is leaving (Retiring)
-	retire  bool     // Retire or Stop was sent
-	old     bool     // to be replaced by RestartChildren
-	failed  string   // the error the child reported before it exited
+	pid      int
+	slot     int
+	cmd      *exec.Cmd
+	status   *os.File  // the master's end of the status socket
+	ready    bool      // it has reported for duty
+	leaving  bool      // it said it is leaving (Retiring)
+	told     wire.Kind // Retire or Stop, once sent
+	timedOut bool      // stopped by the master for RequestTimeout
+	old      bool      // to be replaced by RestartChildren
+	failed   string    // the error the child reported before it exited
 
 	started    time.Time
 	readyAt    time.Time
@@ -43,7 +44,7 @@ type child struct {
 }
 
 // active reports whether the child takes requests, or will once ready.
-func (c *child) active() bool { return !c.leaving && !c.retire }
+func (c *child) active() bool { return c.told == 0 && !c.leaving && !c.timedOut }
 
 // event is what a child's watcher goroutine reports to the master's loop.
 type event struct {
@@ -78,6 +79,7 @@ type master struct {
 	lastFailure time.Time // when the last of them exited
 	nextSpawn   time.Time // no start before this, after failures
 	stopping    bool
+	restarting  bool  // some children are due for replacement
 	stopErr     error // what Run returns
 }
 
@@ -348,7 +350,7 @@ func (ms *master) exited(c *child, err error) {
 		if !killed(err) { // see below
 			ms.startFailed(fmt.Errorf("child %d: %s", c.pid, how))
 		}
-	case (err != nil || c.failed != "") && !c.retire && !ms.stopping:
+	case (err != nil || c.failed != "") && c.told == 0 && !c.timedOut && !ms.stopping:
 		ms.log.Warn("prefork: child died", "pid", c.pid, "how", how, "served", served)
 		if time.Since(c.started) < youngDeath && !killed(err) {
 			// A child that crashes at once, on every request say, must
@@ -362,12 +364,14 @@ func (ms *master) exited(c *child, err error) {
 	}
 }
 
-// tell sends a child Retire or Stop, once: either makes it leave the pool.
+// tell sends a child Retire or Stop. Either makes it leave the pool; Stop
+// also goes to a child already told to retire, whose request in hand must
+// now learn that the pool stops.
 func (ms *master) tell(c *child, kind wire.Kind) {
-	if c.retire {
+	if c.told == kind || c.told == wire.Stop {
 		return
 	}
-	c.retire = true
+	c.told = kind
 	var b [wire.RecordSize]byte
 	// A child that cannot be told (it just died) is reaped all the same.
 	c.status.Write(wire.Encode(&b, wire.Record{Kind: kind}))

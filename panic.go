@@ -8,8 +8,9 @@ import (
 // PanicError is a panic in a hook, recovered. In a child, a panic ends the
 // child (its state may be broken): the connection is closed, Shutdown and
 // Run get the PanicError, and the master replaces the child. In the master,
-// a panicking hook stops Run, which returns the PanicError. Test for it
-// with errors.As.
+// a panicking hook stops Run, which returns the PanicError; a panic in
+// ManagerHooks.Signal is only logged, and DefaultSignal decides instead.
+// Test for it with errors.As.
 type PanicError struct {
 	Hook  string // the hook that panicked, such as "ProcessRequest"
 	Value any    // what it panicked with

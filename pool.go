@@ -151,6 +151,7 @@ func (ms *master) beginRestart() {
 			n++
 		}
 	}
+	ms.restarting = n > 0
 	ms.log.Info("prefork: restarting children", "children", n)
 }
 
@@ -159,10 +160,18 @@ func (ms *master) beginRestart() {
 // starting: the pool keeps its capacity, and the shared socket keeps every
 // waiting connection for the children that go on.
 func (ms *master) replaceOld() {
-	if ms.stopping {
+	if ms.stopping || !ms.restarting {
 		return
 	}
-	retiring, batch := 0, max(1, ms.cfg.minSpare)
+	retiring, remaining, batch := 0, 0, max(1, ms.cfg.minSpare)
+	for _, c := range ms.children {
+		if c.old && c.active() {
+			remaining++
+		}
+	}
+	if ms.restarting = remaining > 0; !ms.restarting {
+		return
+	}
 	for _, c := range ms.children {
 		if !c.ready && c.active() {
 			return // a replacement is starting
@@ -206,7 +215,7 @@ func (ms *master) enforceRequestTimeout() {
 		case c.terminated.IsZero():
 			ms.log.Warn("prefork: request timed out; stopping the child", "pid", c.pid, "busy", busy.Round(time.Millisecond))
 			c.terminated = now
-			c.retire = true // it will not take another request
+			c.timedOut = true // it will not take another request
 			c.cmd.Process.Signal(syscall.SIGTERM)
 		case now.Sub(c.terminated) >= killGrace:
 			ms.log.Warn("prefork: child did not stop after SIGTERM; killing it", "pid", c.pid)

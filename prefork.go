@@ -46,8 +46,10 @@
 //
 // SIGINT, SIGTERM, Manager.Shutdown and the cancellation of Run's context
 // stop the pool gracefully: children stop taking requests, finish the ones
-// they have, and exit; after Manager.ShutdownTimeout the remaining ones are
-// killed. A second SIGINT or SIGTERM, or Manager.Close, stops at once. SIGHUP is logged and otherwise ignored;
+// they have, and exit. When Manager.ShutdownTimeout has run out, the
+// requests' contexts are cancelled, and a second later the children that
+// are left are killed. A second SIGINT or SIGTERM, or Manager.Close, stops
+// at once. SIGHUP is logged and otherwise ignored;
 // ManagerHooks.Signal changes what each signal does. A child that receives
 // SIGINT or SIGTERM itself (a terminal's ^C, or systemd, reach the whole
 // process group) finishes its request and exits too.
@@ -178,7 +180,7 @@ func takeHandover() *handover {
 		return nil
 	}
 	pid, listeners, slot := os.Getenv(wire.EnvMasterPID), os.Getenv(wire.EnvListeners), os.Getenv(wire.EnvBoard)
-	for _, env := range []string{wire.EnvChild, wire.EnvMasterPID, wire.EnvListeners, wire.EnvBoard} {
+	for _, env := range wire.EnvNames {
 		os.Unsetenv(env)
 	}
 	h := &handover{}

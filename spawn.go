@@ -24,7 +24,7 @@ func childEnv(listeners []wire.Listener) []string {
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if name != wire.EnvChild && name != wire.EnvMasterPID && name != wire.EnvListeners && name != wire.EnvBoard {
+		if !slices.Contains(wire.EnvNames, name) {
 			env = append(env, kv)
 		}
 	}

@@ -7,8 +7,9 @@
 // master reads the table when it needs to; only when idle children run
 // short does a child wake the master, over its status socket.
 //
-// A slot is 32 bytes: the child's pid (written by the master, for
-// information: the master keeps its own record of which slots are taken),
+// A slot is 32 bytes: the child's pid (written by the master; children read
+// it to tell whether the pool has room, while the master keeps its own
+// record of which slots it gave),
 // its state, its count of requests served, and the number of requests it
 // has begun (all written by the child). Every field is accessed
 // atomically. Clocks stay out of the table: a child would need a system
@@ -167,15 +168,22 @@ func (b *Board) State(i int) (state uint32, served int, begun uint64) {
 	return s.state.Load(), int(s.served.Load()), s.begun.Load()
 }
 
-// Count returns how many slots are idle, and how many have a child.
-func (b *Board) Count() (idle, taken int) {
+// Short reports whether fewer than want slots are idle while a slot is
+// free, that is, whether the pool lacks idle children and has room for
+// more. It stops reading as soon as it has seen want idle slots: children
+// call it for every request.
+func (b *Board) Short(want int) bool {
+	idle, taken := 0, 0
 	for i := range b.slots {
-		if b.slots[i].pid.Load() != 0 {
+		s := &b.slots[i]
+		if s.state.Load() == Idle {
+			if idle++; idle >= want {
+				return false
+			}
+		}
+		if s.pid.Load() != 0 {
 			taken++
 		}
-		if b.slots[i].state.Load() == Idle {
-			idle++
-		}
 	}
-	return idle, taken
+	return taken < len(b.slots)
 }

@@ -24,13 +24,12 @@ func TestTwoMappingsShareTheTable(t *testing.T) {
 	i, j := 0, 1
 	master.Reset(i)
 	master.Reset(j)
-	idle, taken := master.Count()
-	assert.Equal(t, []int{0, 2}, []int{idle, taken})
+	assert.True(t, master.Short(1), "nothing idle, two slots free")
 
 	child.SetIdle(i, 7)
 	child.SetIdle(j, 0)
-	idle, _ = master.Count()
-	assert.Equal(t, 2, idle)
+	assert.False(t, master.Short(2))
+	assert.True(t, master.Short(3))
 	child.SetBusy(j)
 	state, served, begun := master.State(j)
 	assert.Equal(t, []any{Busy, 0, uint64(1)}, []any{state, served, begun})
@@ -39,21 +38,33 @@ func TestTwoMappingsShareTheTable(t *testing.T) {
 	assert.Equal(t, uint64(2), begun, "each request counts")
 	state, served, _ = master.State(i)
 	assert.Equal(t, []any{Idle, 7}, []any{state, served})
-	idle, _ = master.Count()
-	assert.Equal(t, 1, idle)
+	assert.True(t, master.Short(2), "one idle")
 	child.SetLeaving(j, 3)
-	idle, _ = master.Count()
-	assert.Equal(t, 1, idle, "a leaving child is not idle")
+	assert.False(t, master.Short(1))
+	assert.True(t, master.Short(2), "a leaving child is not idle")
 
 	_, served, _ = master.State(j)
 	assert.Equal(t, 3, served)
 
 	master.Release(i)
-	idle, taken = master.Count()
-	assert.Equal(t, []int{0, 1}, []int{idle, taken})
+	assert.True(t, master.Short(1), "nothing idle once the idle child's slot is released")
 	master.Reset(i)
 	state, served, _ = master.State(i)
 	assert.Equal(t, []any{Free, 0}, []any{state, served}, "a reused slot starts clean")
+}
+
+func TestShortOnlyWithRoom(t *testing.T) {
+	b, f, err := Create(2)
+	require.NoError(t, err)
+	defer f.Close()
+	defer b.Close()
+	b.Reset(0)
+	b.Reset(1)
+	b.SetBusy(0)
+	b.SetBusy(1)
+	assert.False(t, b.Short(1), "no idle child, but no room for another: nothing to ask")
+	b.Release(1)
+	assert.True(t, b.Short(1))
 }
 
 func TestOpenChecksSize(t *testing.T) {

@@ -87,7 +87,7 @@ func Accept(fd int) (net.Conn, error) {
 // or a passing shortage, so that the child should go on accepting.
 func IsTemporary(err error) bool {
 	switch {
-	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR),
+	case errors.Is(err, unix.EINTR),
 		errors.Is(err, unix.ECONNABORTED), errors.Is(err, unix.EPROTO),
 		errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE),
 		errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):

@@ -45,7 +45,7 @@ type Poller struct {
 	events   [4]unix.EpollEvent
 }
 
-// NewPoller watches listener (-1 for none) and the other descriptors for input.
+// NewPoller watches listener and the other descriptors for input.
 func NewPoller(listener int, others ...int) (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -56,11 +56,9 @@ func NewPoller(listener int, others ...int) (*Poller, error) {
 		ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 		return os.NewSyscallError("epoll_ctl", unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev))
 	}
-	if listener >= 0 {
-		if err := add(listener, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
-			p.Close()
-			return nil, err
-		}
+	if err := add(listener, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+		p.Close()
+		return nil, err
 	}
 	for _, fd := range others {
 		if err := add(fd, unix.EPOLLIN|unix.EPOLLRDHUP); err != nil {
@@ -71,25 +69,21 @@ func NewPoller(listener int, others ...int) (*Poller, error) {
 	return p, nil
 }
 
-// Wait blocks until a watched descriptor is ready. It reports whether the
-// listener is ready and whether any other descriptor is.
-func (p *Poller) Wait() (listener, other bool, err error) {
+// Wait blocks until a watched descriptor is ready, and reports whether the
+// listener is.
+func (p *Poller) Wait() (listener bool, err error) {
 	for {
 		n, err := unix.EpollWait(p.epfd, p.events[:], -1)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return false, false, os.NewSyscallError("epoll_wait", err)
+			return false, os.NewSyscallError("epoll_wait", err)
 		}
 		for _, ev := range p.events[:n] {
-			if int(ev.Fd) == p.listener {
-				listener = true
-			} else {
-				other = true
-			}
+			listener = listener || int(ev.Fd) == p.listener
 		}
-		return listener, other, nil
+		return listener, nil
 	}
 }
 

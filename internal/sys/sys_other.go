@@ -71,36 +71,27 @@ type Poller struct {
 	fds []unix.PollFd
 }
 
-// NewPoller watches listener (-1 for none) and the other descriptors for input.
+// NewPoller watches listener and the other descriptors for input.
 func NewPoller(listener int, others ...int) (*Poller, error) {
-	p := &Poller{}
-	if listener >= 0 {
-		p.fds = append(p.fds, unix.PollFd{Fd: int32(listener), Events: unix.POLLIN})
-	}
+	p := &Poller{fds: []unix.PollFd{{Fd: int32(listener), Events: unix.POLLIN}}}
 	for _, fd := range others {
 		p.fds = append(p.fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
-	}
-	if listener < 0 {
-		p.fds = append([]unix.PollFd{{Fd: -1}}, p.fds...)
 	}
 	return p, nil
 }
 
-// Wait blocks until a watched descriptor is ready.
-func (p *Poller) Wait() (listener, other bool, err error) {
+// Wait blocks until a watched descriptor is ready, and reports whether the
+// listener is.
+func (p *Poller) Wait() (listener bool, err error) {
 	for {
 		_, err := unix.Poll(p.fds, -1)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return false, false, os.NewSyscallError("poll", err)
+			return false, os.NewSyscallError("poll", err)
 		}
-		listener = p.fds[0].Revents != 0
-		for _, fd := range p.fds[1:] {
-			other = other || fd.Revents != 0
-		}
-		return listener, other, nil
+		return p.fds[0].Revents != 0, nil
 	}
 }
 

@@ -29,7 +29,9 @@
 // # Status records
 //
 // Each record is RecordSize bytes: the protocol version, a Kind, two zero
-// bytes and a big-endian uint32 (the child's count of requests served).
+// bytes and a big-endian uint32: the child's count of requests served (for
+// logs; the scoreboard's count is the one the master uses), or for Failed
+// the length of the text that follows.
 // Children send Idle once, when they are ready; Busy when they find idle
 // children short (the scoreboard, not records, says who is idle or busy);
 // Retiring; and Failed, followed by the error's text. The master sends
@@ -61,6 +63,10 @@ const (
 	FDBoard         = 4
 	FDFirstListener = 5
 )
+
+// EnvNames lists the handover's environment variables: a child removes
+// them, and the master replaces any it inherited.
+var EnvNames = []string{EnvChild, EnvMasterPID, EnvListeners, EnvBoard}
 
 // RecordSize is the size in bytes of every status record.
 const RecordSize = 8
