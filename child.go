@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -75,6 +76,9 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	}
 	status := h.status
 	h.status = nil
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && cfg.childMaxProcs >= 0 {
+		runtime.GOMAXPROCS(max(cfg.childMaxProcs, 1))
+	}
 	defer status.Close()
 	defer h.board.Close()
 	defer func() {

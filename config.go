@@ -30,6 +30,7 @@ type config struct {
 	maxRequests, jitter    int
 	requestTimeout         time.Duration
 	shutdownTimeout        time.Duration
+	childMaxProcs          int
 	logger                 *slog.Logger
 	newChild               func() Child
 	hooks                  ManagerHooks
@@ -59,6 +60,7 @@ func (m *Manager) config() (config, error) {
 		jitter:          m.MaxRequestsJitter,
 		requestTimeout:  m.RequestTimeout,
 		shutdownTimeout: m.ShutdownTimeout,
+		childMaxProcs:   m.ChildMaxProcs,
 		logger:          m.Logger,
 		newChild:        m.NewChild,
 		hooks:           m.Hooks,

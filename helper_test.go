@@ -60,6 +60,7 @@ type helperConfig struct {
 	Jitter                                    int
 	NotifyContext                             bool   // Run's ctx ends on SIGINT/SIGTERM, as with signal.NotifyContext
 	FailInitFlag                              string // Initialize fails once when this file exists, and removes it
+	ChildMaxProcs                             int
 }
 
 func helperMain() int {
@@ -124,6 +125,7 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 		MaxRequests:       cfg.MaxRequests,
 		MaxRequestsJitter: cfg.Jitter,
 		RequestTimeout:    cfg.RequestTimeout,
+		ChildMaxProcs:     cfg.ChildMaxProcs,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
 		Logger:            slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		NewChild:          func() prefork.Child { return &testChild{cfg: cfg, rec: rec} },
@@ -183,7 +185,7 @@ type testChild struct {
 }
 
 func (c *testChild) Initialize(context.Context) error {
-	c.rec.add("Initialize", "")
+	c.rec.add("Initialize", strconv.Itoa(runtime.GOMAXPROCS(0)))
 	if c.cfg.FailInit {
 		return errors.New("initialization refused by the test")
 	}

@@ -64,6 +64,13 @@ type Manager struct {
 	// later the children that are left are killed.
 	ShutdownTimeout time.Duration
 
+	// ChildMaxProcs is GOMAXPROCS in each child. Zero means 1: a child
+	// serves one request at a time, and with a single P its scheduler has
+	// no idle P to wake threads for, so the pool uses less CPU and memory.
+	// Negative means the runtime's default, one per CPU, for handlers that
+	// compute in parallel. A GOMAXPROCS environment variable wins.
+	ChildMaxProcs int
+
 	// Logger receives the master's and the children's logs. Nil means
 	// slog.Default().
 	Logger *slog.Logger

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -270,4 +271,18 @@ func TestPoolRecoversAfterOneStartFailure(t *testing.T) {
 	require.NoError(t, syscall.Kill(victim, syscall.SIGKILL))
 	p.waitFor("the failed start", func() bool { return strings.Contains(p.logText(), "initialization refused once") })
 	p.waitFor("the pool to be whole again", func() bool { return len(p.children()) == 3 })
+}
+
+func TestChildMaxProcs(t *testing.T) {
+	t.Parallel()
+	if _, set := os.LookupEnv("GOMAXPROCS"); set {
+		t.Skip("GOMAXPROCS is set in the environment, and wins")
+	}
+	for _, c := range []struct {
+		setting int
+		want    int
+	}{{0, 1}, {-1, runtime.GOMAXPROCS(0)}, {3, 3}} {
+		p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1, ChildMaxProcs: c.setting, Quiet: true})
+		assert.Equal(t, strconv.Itoa(c.want), p.waitEvent("child", "Initialize").Detail, "ChildMaxProcs %d", c.setting)
+	}
 }
