@@ -126,3 +126,40 @@ func ExampleRequest_Stopping() {
 		log.Fatal(err)
 	}
 }
+
+// Stop the pool from code, as net/http's Server.Shutdown does: requests in
+// flight get up to ten seconds, then the children that are left are killed.
+func ExampleManager_Shutdown() {
+	m := &prefork.Manager{Addr: "127.0.0.1:9000", NewChild: func() prefork.Child { return echoChild{} }}
+	go func() {
+		time.Sleep(time.Hour) // or until something says to stop
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := m.Shutdown(ctx); err != nil {
+			log.Printf("children killed: %v", err)
+		}
+	}()
+	if err := m.Run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Replace every child after a configuration change, without failing a
+// request: new children read the new configuration in Initialize.
+func ExampleManager_RestartChildren() {
+	m := &prefork.Manager{
+		Addr:     "127.0.0.1:9000",
+		NewChild: func() prefork.Child { return &greeter{} },
+		Hooks: prefork.ManagerHooks{
+			Signal: func(sig os.Signal, stopping bool) prefork.SignalAction {
+				if sig == syscall.SIGHUP {
+					return prefork.ActionRestart // as m.RestartChildren() would
+				}
+				return prefork.DefaultSignal(sig, stopping)
+			},
+		},
+	}
+	if err := m.Run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+}
