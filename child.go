@@ -498,6 +498,9 @@ func (w *worker) handle(r *Request) error {
 			err = perr
 		}
 	}
+	if err == nil { // the common case, without errors.As's allocation
+		return nil
+	}
 	var panicked *PanicError
 	if errors.As(err, &panicked) {
 		logPanic(w.log, panicked)
