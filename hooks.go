@@ -41,7 +41,8 @@ type PreBinder interface {
 	PreBind(ctx context.Context) error
 }
 
-// PostBinder: see PreBinder.
+// PostBinder is implemented by a Child that wants the address its own
+// socket is bound to, in reuse-port mode; see PreBinder.
 type PostBinder interface {
 	PostBind(ctx context.Context, addr net.Addr) error
 }

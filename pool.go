@@ -15,9 +15,8 @@ const retireInterval = time.Second
 
 // Failures: a child that exits by itself (not by SIGKILL) before it is
 // ready, or within youngDeath of its start, makes the master wait before
-// the next start,
-// doubling the wait each time. A child that has stayed ready for youngDeath
-// since the last failure ends the streak. If no child has ever become ready
+// the next start, doubling the wait each time. A child that has stayed
+// ready for youngDeath since the last failure ends the streak. If no child has ever become ready
 // after maxStartFailures failures, Run gives up with ErrChildStart.
 const (
 	youngDeath       = time.Second
