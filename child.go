@@ -42,7 +42,7 @@ type worker struct {
 	status   *os.File
 	board    *board.Board
 	slot     int
-	wake     *sys.Wakeup
+	waiter   *sys.Waiter
 	poller   *sys.Poller
 	datagram []byte
 
@@ -131,11 +131,15 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 		return err
 	}
 	defer closeListener()
-	if w.wake, err = sys.NewWakeup(); err != nil {
+	statusFD := -1
+	if raw, err := w.status.SyscallConn(); err == nil { // unlike Fd, this leaves it non-blocking
+		raw.Control(func(fd uintptr) { statusFD = int(fd) })
+	}
+	if w.waiter, err = sys.NewWaiter(statusFD); err != nil {
 		return fmt.Errorf("prefork: %w", err)
 	}
-	defer w.wake.Close()
-	if w.poller, err = sys.NewPoller(w.fd, w.wake.FD()); err != nil {
+	defer w.waiter.Close()
+	if w.poller, err = sys.NewPoller(w.fd, w.waiter); err != nil {
 		return fmt.Errorf("prefork: %w", err)
 	}
 	defer w.poller.Close()
@@ -144,6 +148,7 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	reading.Go(w.readRecords)
 	undoSignals := w.catchSignals(masterPID)
 	stopOnCancel := context.AfterFunc(ctx, func() { w.beginStop(context.Cause(ctx)) })
+	w.waiter.Pin() // the goroutines so far are the child's own
 	defer func() {
 		// Silence every source of beginStop, then its timers, so that
 		// nothing fires after run returns (before the wake-up pipe
@@ -267,7 +272,7 @@ func (w *worker) beginStop(cause error) {
 	w.stopBegun = true
 	w.stopCause = cause
 	close(w.stopping)
-	w.wake.Wake()
+	w.waiter.Wake()
 	w.timers = append(w.timers,
 		time.AfterFunc(w.cfg.shutdownTimeout, w.hardStop),
 		time.AfterFunc(w.cfg.shutdownTimeout+killGrace, func() {
@@ -285,7 +290,7 @@ func (w *worker) beginStop(cause error) {
 // request in hand: the master has enough children without it.
 func (w *worker) retire() {
 	w.retired.Store(true)
-	w.wake.Wake()
+	w.waiter.Wake()
 }
 
 func (w *worker) stopped() bool {
@@ -356,7 +361,7 @@ func (w *worker) serveOne(r *Request) error {
 // (another child took it, or a datagram was dropped).
 func (w *worker) next() (*Request, error) {
 	if !w.packet {
-		conn, err := sys.Accept(w.fd)
+		conn, err := sys.Accept(w.fd, w.network, w.waiter)
 		if err != nil {
 			return nil, w.acceptError("accept", err)
 		}

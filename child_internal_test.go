@@ -26,15 +26,15 @@ func TestRetireDoesNotHurryTheRequestButStopDoes(t *testing.T) {
 	master, childEnd := os.NewFile(uintptr(fds[0]), "master"), os.NewFile(uintptr(fds[1]), "child")
 	defer master.Close()
 	defer childEnd.Close()
-	wake, err := sys.NewWakeup()
+	waiter, err := sys.NewWaiter(-1)
 	require.NoError(t, err)
-	defer wake.Close()
+	defer waiter.Close()
 
 	w := &worker{
 		cfg:      config{shutdownTimeout: time.Minute},
 		log:      slog.New(slog.DiscardHandler),
 		status:   childEnd,
-		wake:     wake,
+		waiter:   waiter,
 		stopping: make(chan struct{}),
 	}
 	w.hardCtx, w.hardStop = context.WithCancel(context.Background())

@@ -116,6 +116,13 @@ var (
 type Request struct {
 	// Conn is the accepted connection, for stream networks; nil for
 	// packet networks. The child closes it after the request.
+	//
+	// It is not a *net.TCPConn: the child waits on it without the Go
+	// netpoller, which costs a process that serves one connection at a
+	// time more than the work itself (see "Performance" in the README).
+	// Besides net.Conn it has CloseRead, CloseWrite and SyscallConn, and
+	// it has package net's defaults for accepted TCP connections:
+	// TCP_NODELAY and keep-alive probes after 15 s.
 	Conn net.Conn
 	// Data is the datagram, for packet networks; nil for stream networks.
 	// It is valid until ProcessRequest (or RequestDenied) returns: copy

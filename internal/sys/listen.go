@@ -71,6 +71,11 @@ func Listen(network, address string, backlog int, reusePort bool) (*os.File, net
 	if err != nil {
 		return fail("bind", err)
 	}
+	if sotype == unix.SOCK_STREAM && family != unix.AF_UNIX {
+		if err := setConnOptions(fd); err != nil {
+			return fail("setsockopt", err)
+		}
+	}
 	if sotype == unix.SOCK_STREAM {
 		if err := unix.Listen(fd, backlog); err != nil {
 			return fail("listen", err)

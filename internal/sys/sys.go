@@ -8,7 +8,6 @@ package sys
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"time"
 
@@ -68,21 +67,6 @@ func CheckListener(fd int) error {
 	return nil
 }
 
-// Accept takes one connection from the non-blocking listener fd. It returns
-// a net.Conn driven by the Go netpoller, or an error; unix.EAGAIN means that
-// another child was faster.
-func Accept(fd int) (net.Conn, error) {
-	nfd, err := accept(fd)
-	if err != nil {
-		return nil, err
-	}
-	// The new descriptor is blocking, so os.NewFile does not register it
-	// with the netpoller only for net.FileConn to register its duplicate.
-	f := os.NewFile(uintptr(nfd), "")
-	defer f.Close()
-	return net.FileConn(f)
-}
-
 // IsTemporary reports whether an accept error concerns only one connection
 // or a passing shortage, so that the child should go on accepting.
 func IsTemporary(err error) bool {
@@ -94,31 +78,6 @@ func IsTemporary(err error) bool {
 		return true
 	}
 	return false
-}
-
-// Wakeup is a self-pipe: Wake makes the read end readable, so a goroutine
-// blocked in Poller.Wait in a system call returns.
-type Wakeup struct{ r, w int }
-
-// NewWakeup creates the pipe.
-func NewWakeup() (*Wakeup, error) {
-	var p [2]int
-	if err := pipe(&p); err != nil {
-		return nil, os.NewSyscallError("pipe", err)
-	}
-	return &Wakeup{r: p[0], w: p[1]}, nil
-}
-
-// FD is the descriptor to poll.
-func (w *Wakeup) FD() int { return w.r }
-
-// Wake makes FD readable until Close. It is safe from any goroutine.
-func (w *Wakeup) Wake() { unix.Write(w.w, []byte{1}) }
-
-// Close closes both ends.
-func (w *Wakeup) Close() {
-	unix.Close(w.r)
-	unix.Close(w.w)
 }
 
 // ReadFrom reads one datagram from the non-blocking socket fd into buf.

@@ -5,6 +5,7 @@ package sys
 import (
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,19 +31,25 @@ func socketpair() ([2]int, error) {
 	return fds, err
 }
 
-func accept(fd int) (int, error) {
-	nfd, _, err := unix.Accept(fd)
+// accept returns a non-blocking connection, with the TCP_NODELAY and
+// keep-alive that Go gives accepted TCP connections: whether a connection
+// inherits them from its listener differs between systems.
+func accept(fd int) (int, unix.Sockaddr, error) {
+	nfd, sa, err := unix.Accept(fd)
 	if err != nil {
-		return -1, err
+		return -1, nil, err
 	}
 	unix.CloseOnExec(nfd)
-	// Accepted sockets inherit O_NONBLOCK from the listener on the BSDs;
-	// Accept's contract is a blocking descriptor.
-	if err := unix.SetNonblock(nfd, false); err != nil {
+	if err := unix.SetNonblock(nfd, true); err != nil {
 		unix.Close(nfd)
-		return -1, err
+		return -1, nil, err
 	}
-	return nfd, nil
+	switch sa.(type) {
+	case *unix.SockaddrInet4, *unix.SockaddrInet6:
+		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		unix.SetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	}
+	return nfd, sa, nil
 }
 
 func pipe(p *[2]int) error {
@@ -58,6 +65,9 @@ func pipe(p *[2]int) error {
 	return nil
 }
 
+// setConnOptions does nothing: accept sets the options on each connection.
+func setConnOptions(int) error { return nil }
+
 // Executable is the binary children run.
 func Executable() (string, error) { return os.Executable() }
 
@@ -68,31 +78,20 @@ func ChildAttr(syscall.Signal) *syscall.SysProcAttr { return nil }
 // Poller waits with poll(2). It wakes every waiting child for a connection:
 // there is no exclusive wake-up outside Linux.
 type Poller struct {
-	fds []unix.PollFd
+	listener int
+	waiter   *Waiter
 }
 
-// NewPoller watches listener and the other descriptors for input.
-func NewPoller(listener int, others ...int) (*Poller, error) {
-	p := &Poller{fds: []unix.PollFd{{Fd: int32(listener), Events: unix.POLLIN}}}
-	for _, fd := range others {
-		p.fds = append(p.fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
-	}
-	return p, nil
+// NewPoller watches listener, and the descriptors of w.
+func NewPoller(listener int, w *Waiter) (*Poller, error) {
+	return &Poller{listener: listener, waiter: w}, nil
 }
 
-// Wait blocks until a watched descriptor is ready, and reports whether the
-// listener is.
+// Wait blocks until the listener is ready (true) or the Waiter is woken
+// (false).
 func (p *Poller) Wait() (listener bool, err error) {
-	for {
-		_, err := unix.Poll(p.fds, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return false, os.NewSyscallError("poll", err)
-		}
-		return p.fds[0].Revents != 0, nil
-	}
+	r, err := p.waiter.WaitFD(p.listener, unix.POLLIN, time.Time{})
+	return r == FDReady, err
 }
 
 // Close releases the poller.

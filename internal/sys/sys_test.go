@@ -88,13 +88,13 @@ func TestPollerAndAccept(t *testing.T) {
 	defer f.Close()
 	fd := int(rawFD(t, f))
 
-	_, err = Accept(fd)
+	waiter, err := NewWaiter(-1)
+	require.NoError(t, err)
+	defer waiter.Close()
+	_, err = Accept(fd, "tcp", waiter)
 	assert.True(t, errors.Is(err, syscall.EAGAIN), "nothing to accept: %v", err)
 
-	wake, err := NewWakeup()
-	require.NoError(t, err)
-	defer wake.Close()
-	p, err := NewPoller(fd, wake.FD())
+	p, err := NewPoller(fd, waiter)
 	require.NoError(t, err)
 	defer p.Close()
 
@@ -118,7 +118,7 @@ func TestPollerAndAccept(t *testing.T) {
 	require.NoError(t, err)
 	defer client.Close()
 	assert.True(t, wait(), "a connection makes the listener ready")
-	conn, err := Accept(fd)
+	conn, err := Accept(fd, "tcp", waiter)
 	require.NoError(t, err)
 	defer conn.Close()
 	_, err = client.Write([]byte("hi"))
@@ -127,9 +127,11 @@ func TestPollerAndAccept(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = conn.Read(buf)
 	require.NoError(t, err)
-	assert.Equal(t, "hi", string(buf), "the accepted connection works through the netpoller")
+	assert.Equal(t, "hi", string(buf))
+	assert.Equal(t, client.LocalAddr().String(), conn.RemoteAddr().String())
+	assert.Equal(t, addr.String(), conn.LocalAddr().String())
 
-	wake.Wake()
+	waiter.Wake()
 	assert.False(t, wait(), "the wake-up ends Wait without the listener")
 }
 
