@@ -41,8 +41,8 @@ const (
 type Waiter struct {
 	wake     int // read end of a self-pipe: readable after Wake
 	wakeW    int
-	status   int // a descriptor read by another goroutine through the netpoller
-	baseline int // goroutines of the child's own; see Pin
+	status   int          // a descriptor read by another goroutine through the netpoller
+	baseline atomic.Int32 // goroutines of the child's own; 0 until Pin
 
 	wakes   atomic.Uint64 // calls of Wake so far
 	waiting atomic.Int32  // calls of WaitFD in progress
@@ -61,16 +61,16 @@ func NewWaiter(status int) (*Waiter, error) {
 	if err := pipe(&p); err != nil {
 		return nil, os.NewSyscallError("pipe", err)
 	}
-	return &Waiter{wake: p[0], wakeW: p[1], status: status, baseline: -1}, nil
+	return &Waiter{wake: p[0], wakeW: p[1], status: status}, nil
 }
 
 // Pin lets the Waiter hold the P for as long as the process runs no more
 // goroutines than it runs now. Call it once the child's own goroutines
 // are running and before user code runs.
-func (w *Waiter) Pin() { w.baseline = runtime.NumGoroutine() }
+func (w *Waiter) Pin() { w.baseline.Store(int32(runtime.NumGoroutine())) }
 
-// Wake makes the waits in progress, and the next one, return early. It is
-// safe from any goroutine.
+// Wake makes the waits in progress return early, and the Poller's next
+// wait too. It is safe from any goroutine.
 func (w *Waiter) Wake() {
 	w.wakes.Add(1)
 	unix.Write(w.wakeW, []byte{1})
@@ -106,8 +106,8 @@ type hold struct {
 func (w *Waiter) hold() hold { return hold{w: w, start: time.Now()} }
 
 func (h *hold) on() bool {
-	return canHold && !h.off && h.w.baseline >= 0 &&
-		runtime.NumGoroutine() <= h.w.baseline && time.Since(h.start) < holdLimit
+	return canHold && !h.off && runtime.NumGoroutine() <= int(h.w.baseline.Load()) &&
+		time.Since(h.start) < holdLimit
 }
 
 // next returns how long the next poll may wait (-1: no limit) and whether
