@@ -201,7 +201,7 @@ func (c *Conn) LocalAddr() net.Addr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.local == nil && !c.closed {
-		if sa, err := unix.Getsockname(c.fd); err == nil {
+		if sa, err := syscall.Getsockname(c.fd); err == nil {
 			c.local = Addr(c.network, sa)
 		}
 	}

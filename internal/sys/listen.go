@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -81,7 +82,7 @@ func Listen(network, address string, backlog int, reusePort bool) (*os.File, net
 			return fail("listen", err)
 		}
 	}
-	bound, err := unix.Getsockname(fd)
+	bound, err := syscall.Getsockname(fd)
 	if err != nil {
 		return fail("getsockname", err)
 	}
@@ -216,19 +217,19 @@ var supportsIPv4map = sync.OnceValue(func() bool {
 // Addr converts a socket address of network to a net.Addr: a *net.TCPAddr,
 // *net.UDPAddr or *net.UnixAddr. It returns nil for an unnamed address (an
 // unbound Unix datagram sender).
-func Addr(network string, sa unix.Sockaddr) net.Addr {
+func Addr(network string, sa syscall.Sockaddr) net.Addr {
 	var ip net.IP
 	var port int
 	var zone string
 	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		ip, port = net.IP(sa.Addr[:]).To16(), sa.Port
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		ip, port = net.IP(sa.Addr[:]), sa.Port
 		if sa.ZoneId != 0 {
 			zone = strconv.Itoa(int(sa.ZoneId))
 		}
-	case *unix.SockaddrUnix:
+	case *syscall.SockaddrUnix:
 		if sa.Name == "" {
 			return nil
 		}

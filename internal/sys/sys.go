@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -82,18 +83,20 @@ func IsTemporary(err error) bool {
 
 // ReadFrom reads one datagram from the non-blocking socket fd into buf.
 // truncated reports a datagram longer than buf, whose rest is lost.
-func ReadFrom(fd int, buf []byte) (n int, from unix.Sockaddr, truncated bool, err error) {
-	n, _, flags, from, err := unix.Recvmsg(fd, buf, nil, 0)
+// (Package syscall's recvmsg, unlike x/sys/unix's, does not ask the socket
+// for its protocol at every call.)
+func ReadFrom(fd int, buf []byte) (n int, from syscall.Sockaddr, truncated bool, err error) {
+	n, _, flags, from, err := syscall.Recvmsg(fd, buf, nil, 0)
 	return n, from, flags&unix.MSG_TRUNC != 0, err
 }
 
 // WriteTo sends b as one datagram to the address to from the non-blocking
 // socket fd. When the send buffer is full it waits for room, up to
 // timeout.
-func WriteTo(fd int, b []byte, to unix.Sockaddr, timeout time.Duration) error {
+func WriteTo(fd int, b []byte, to syscall.Sockaddr, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		err := unix.Sendto(fd, b, 0, to)
+		err := syscall.Sendto(fd, b, 0, to)
 		if !errors.Is(err, unix.EAGAIN) {
 			return os.NewSyscallError("sendto", err)
 		}

@@ -18,9 +18,11 @@ func socketpair() ([2]int, error) {
 }
 
 // accept returns a non-blocking connection. On Linux it inherits the
-// listener's TCP_NODELAY and keep-alive settings (see Listen).
-func accept(fd int) (int, unix.Sockaddr, error) {
-	return unix.Accept4(fd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+// listener's TCP_NODELAY and keep-alive settings (see Listen). Package
+// syscall's accept, unlike x/sys/unix's, does not ask the listener for its
+// protocol at every call.
+func accept(fd int) (int, syscall.Sockaddr, error) {
+	return syscall.Accept4(fd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
 }
 
 func pipe(p *[2]int) error {

@@ -34,8 +34,8 @@ func socketpair() ([2]int, error) {
 // accept returns a non-blocking connection, with the TCP_NODELAY and
 // keep-alive that Go gives accepted TCP connections: whether a connection
 // inherits them from its listener differs between systems.
-func accept(fd int) (int, unix.Sockaddr, error) {
-	nfd, sa, err := unix.Accept(fd)
+func accept(fd int) (int, syscall.Sockaddr, error) {
+	nfd, sa, err := syscall.Accept(fd)
 	if err != nil {
 		return -1, nil, err
 	}
@@ -45,7 +45,7 @@ func accept(fd int) (int, unix.Sockaddr, error) {
 		return -1, nil, err
 	}
 	switch sa.(type) {
-	case *unix.SockaddrInet4, *unix.SockaddrInet6:
+	case *syscall.SockaddrInet4, *syscall.SockaddrInet6:
 		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		unix.SetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 	}
