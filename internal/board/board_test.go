@@ -109,3 +109,35 @@ func TestChildWrites(t *testing.T) {
 	require.NoError(t, err)
 	b.SetIdle(i, 42)
 }
+
+// BenchmarkRequestMarks is what a child writes to the scoreboard per
+// request: busy when it takes it, idle when done.
+func BenchmarkRequestMarks(b *testing.B) {
+	board, f, err := Create(64)
+	require.NoError(b, err)
+	defer f.Close()
+	defer board.Close()
+	board.Reset(3)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		board.SetBusy(3)
+		board.SetIdle(3, i)
+	}
+}
+
+// BenchmarkShort is the child's check, per request, for a shortage of idle
+// children, over a full board.
+func BenchmarkShort(b *testing.B) {
+	board, f, err := Create(64)
+	require.NoError(b, err)
+	defer f.Close()
+	defer board.Close()
+	for i := range 64 {
+		board.Reset(i)
+		board.SetBusy(i)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		board.Short(4)
+	}
+}

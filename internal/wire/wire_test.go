@@ -162,3 +162,29 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkEncode(b *testing.B) {
+	var buf [RecordSize]byte
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		Encode(&buf, Record{Kind: Busy, Served: uint32(i)})
+	}
+}
+
+// BenchmarkReader decodes a stream of records as the master reads them.
+func BenchmarkReader(b *testing.B) {
+	var one [RecordSize]byte
+	stream := bytes.Repeat(Encode(&one, Record{Kind: Idle, Served: 7}), 1024)
+	src := bytes.NewReader(stream)
+	r := NewReader(src)
+	b.ReportAllocs()
+	b.SetBytes(RecordSize)
+	for b.Loop() {
+		if src.Len() == 0 {
+			src.Reset(stream)
+		}
+		if _, err := r.Next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
