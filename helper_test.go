@@ -282,6 +282,18 @@ func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) erro
 			reply = "stopping"
 		case "hang": // a handler that ignores ctx
 			time.Sleep(time.Hour)
+		case "duplex": // another goroutine writes while this one reads on
+			n, err := strconv.Atoi(arg)
+			if err != nil {
+				return err
+			}
+			go func() {
+				for i := range n {
+					fmt.Fprintf(r.Conn, "tick %d\n", i)
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			continue
 		case "panic":
 			panic("the test asked for it")
 		case "corrupt": // garbage on the status socket, as a broken child might write

@@ -1,6 +1,7 @@
 package prefork_test
 
 import (
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -285,4 +286,19 @@ func TestChildMaxProcs(t *testing.T) {
 		p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1, ChildMaxProcs: c.setting, Quiet: true})
 		assert.Equal(t, strconv.Itoa(c.want), p.waitEvent("child", "Initialize").Detail, "ChildMaxProcs %d", c.setting)
 	}
+}
+
+// A handler may read in one goroutine while another writes: the child's
+// connection is safe for that, and its waits let the writer run.
+func TestHandlerGoroutinesShareTheConnection(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 2})
+	c := p.dial()
+	c.send("duplex 50")
+	for i := range 50 {
+		line, err := c.recv()
+		require.NoError(t, err)
+		assert.Equal(t, fmt.Sprintf("tick %d", i), line)
+	}
+	assert.Equal(t, "still reading", c.ask("still reading"))
 }
