@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -124,7 +125,7 @@ func benchChildRequest(b *testing.B, held bool) {
 	served := make(chan error, 1)
 	go func() {
 		if held {
-			waiter.Pin()
+			waiter.Pin(runtime.NumGoroutine())
 		}
 		served <- w.serve()
 	}()

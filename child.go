@@ -96,6 +96,7 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 		return fmt.Errorf("prefork: child was handed %d listeners, want 1", len(h.listeners))
 	}
 	var user Child
+	goroutines := runtime.NumGoroutine() // before NewChild can start any
 	if err := guard("NewChild", func() error { user = cfg.newChild(); return nil }); err != nil {
 		logPanic(cfg.logger, err)
 		return err
@@ -119,13 +120,15 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	// Run's ctx ends in a graceful stop (see run), not in cancelled requests.
 	w.hardCtx, w.hardStop = context.WithCancel(context.WithoutCancel(ctx))
 	defer w.hardStop()
-	err = w.run(ctx, h.masterPID, h.listeners[0])
+	err = w.run(ctx, h.masterPID, h.listeners[0], goroutines)
 	w.shutdown(err)
 	w.log.Debug("prefork: child exiting", "served", w.served, "spurious_wakeups", w.spurious, "err", err)
 	return err
 }
 
-func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error {
+// run serves until the child must leave. goroutines is how many the
+// program ran before the child's code began.
+func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener, goroutines int) error {
 	closeListener, err := w.listen(ln)
 	if err != nil {
 		return err
@@ -144,11 +147,14 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	}
 	defer w.poller.Close()
 
+	before := runtime.NumGoroutine()
 	var reading sync.WaitGroup
 	reading.Go(w.readRecords)
 	undoSignals := w.catchSignals(masterPID)
+	// The P may be held while the program runs no goroutines but those it
+	// ran before the child began and the child's own, started just now.
+	w.waiter.Pin(goroutines + runtime.NumGoroutine() - before)
 	stopOnCancel := context.AfterFunc(ctx, func() { w.beginStop(context.Cause(ctx)) })
-	w.waiter.Pin() // the goroutines so far are the child's own
 	defer func() {
 		// Silence every source of beginStop, then its timers, so that
 		// nothing fires after run returns (before the wake-up pipe

@@ -74,23 +74,40 @@ func (c *Conn) wait(events int16, dl *atomic.Int64) error {
 	c.waiting.Add(1)
 	defer c.waiting.Add(-1)
 	for {
+		seen := c.waiter.Wakes() // before looking: a change after it wakes the wait
 		if c.closing.Load() {
 			return net.ErrClosed
 		}
+		at := dl.Load()
 		var deadline time.Time
-		if ns := dl.Load(); ns != 0 {
-			deadline = time.Unix(0, ns)
+		if at != 0 {
+			deadline = c.waiter.epoch.Add(time.Duration(at))
 		}
-		r, err := c.waiter.WaitFD(c.fd, events, deadline)
+		r, err := c.waiter.WaitFD(c.fd, events, deadline, seen)
 		switch {
 		case err != nil:
 			return err
 		case r == FDReady:
 			return nil
-		case r == TimedOut && dl.Load() == deadline.UnixNano():
+		case r == TimedOut && dl.Load() == at:
 			return os.ErrDeadlineExceeded
 		} // woken, or the deadline moved: look again
 	}
+}
+
+// expired reports whether the deadline held in dl has passed.
+func (c *Conn) expired(dl *atomic.Int64) bool {
+	at := dl.Load()
+	return at != 0 && time.Since(c.waiter.epoch) >= time.Duration(at)
+}
+
+// failed is the error of a read or write that failed with err: ErrClosed if
+// Close shut the socket down under it.
+func (c *Conn) failed(op string, err error) error {
+	if c.closing.Load() {
+		return c.opError(op, net.ErrClosed)
+	}
+	return c.opError(op, os.NewSyscallError(op, err))
 }
 
 // Read reads up to len(b) bytes; it returns io.EOF when the peer has closed
@@ -107,7 +124,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if c.closing.Load() {
 			return 0, c.opError("read", net.ErrClosed)
 		}
-		if ns := c.readDeadline.Load(); ns != 0 && time.Now().UnixNano() >= ns {
+		if c.expired(&c.readDeadline) {
 			return 0, c.opError("read", os.ErrDeadlineExceeded)
 		}
 		n, err := unix.Read(c.fd, b)
@@ -118,7 +135,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 				return 0, c.opError("read", err)
 			}
 		case err != nil:
-			return 0, c.opError("read", os.NewSyscallError("read", err))
+			return 0, c.failed("read", err)
 		case n == 0 && c.closing.Load(): // Close shut the socket down
 			return 0, c.opError("read", net.ErrClosed)
 		case n == 0:
@@ -140,7 +157,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if c.closing.Load() {
 			return written, c.opError("write", net.ErrClosed)
 		}
-		if ns := c.writeDeadline.Load(); ns != 0 && time.Now().UnixNano() >= ns {
+		if c.expired(&c.writeDeadline) {
 			return written, c.opError("write", os.ErrDeadlineExceeded)
 		}
 		n, err := unix.Write(c.fd, b[written:])
@@ -151,7 +168,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 				return written, c.opError("write", err)
 			}
 		case err != nil:
-			return written, c.opError("write", os.NewSyscallError("write", err))
+			return written, c.failed("write", err)
 		default:
 			written += n
 		}
@@ -213,20 +230,20 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline sets the read and write deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.readDeadline.Store(unixNano(t))
-	c.writeDeadline.Store(unixNano(t))
+	c.readDeadline.Store(c.since(t))
+	c.writeDeadline.Store(c.since(t))
 	return c.deadlineSet()
 }
 
 // SetReadDeadline sets the deadline of Read calls, current and future.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.readDeadline.Store(unixNano(t))
+	c.readDeadline.Store(c.since(t))
 	return c.deadlineSet()
 }
 
 // SetWriteDeadline sets the deadline of Write calls, current and future.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.writeDeadline.Store(unixNano(t))
+	c.writeDeadline.Store(c.since(t))
 	return c.deadlineSet()
 }
 
@@ -240,14 +257,14 @@ func (c *Conn) deadlineSet() error {
 	return nil
 }
 
-func unixNano(t time.Time) int64 {
+// since stores a deadline as a duration from the Waiter's epoch, so that,
+// as in package net, it follows the monotonic clock when t has a reading
+// of it; 0 is no deadline, and a time before the epoch is 1 ns after it.
+func (c *Conn) since(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
-	if ns := t.UnixNano(); ns > 0 {
-		return ns
-	}
-	return 1 // long past
+	return max(int64(t.Sub(c.waiter.epoch)), 1) // Sub saturates far in the future
 }
 
 // SyscallConn gives access to the descriptor, for socket options.

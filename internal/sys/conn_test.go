@@ -6,8 +6,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -97,7 +99,7 @@ func TestConnDeadlineMovedDuringRead(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			if held {
-				waiter.Pin() // counts this goroutine, not yet the timer's
+				waiter.Pin(runtime.NumGoroutine()) // this goroutine, not yet the timer's
 			}
 			_, err := conn.Read(make([]byte, 1))
 			done <- err
@@ -156,9 +158,64 @@ func TestWaiterLetsStatusReaderRun(t *testing.T) {
 	idle, _, err := os.Pipe() // never readable
 	require.NoError(t, err)
 	defer idle.Close()
-	waiter.Pin()
+	waiter.Pin(runtime.NumGoroutine())
+	seen := waiter.Wakes()
 	time.AfterFunc(20*time.Millisecond, func() { w.Write([]byte{1}) })
-	got, err := waiter.WaitFD(int(idle.Fd()), unix.POLLIN, time.Now().Add(10*time.Second))
+	got, err := waiter.WaitFD(int(idle.Fd()), unix.POLLIN, time.Now().Add(10*time.Second), seen)
 	require.NoError(t, err)
 	assert.Equal(t, Woken, got, "the reader ran, and woke the wait")
+}
+
+// A deadline set while one goroutine waits to read and another to write
+// reaches the reader, whichever of the two wakes first.
+func TestConnDeadlineWithTwoWaiters(t *testing.T) {
+	for range 20 {
+		conn, client, _ := connPair(t)
+		wrote := make(chan error, 1)
+		go func() { // more than the buffers hold: the peer reads nothing
+			_, err := conn.Write(make([]byte, 64<<20))
+			wrote <- err
+		}()
+		read := make(chan error, 1)
+		go func() {
+			_, err := conn.Read(make([]byte, 1))
+			read <- err
+		}()
+		time.Sleep(5 * time.Millisecond) // let both wait; the test holds either way
+		require.NoError(t, conn.SetReadDeadline(time.Now()))
+		select {
+		case err := <-read:
+			assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the reader did not see its deadline")
+		}
+		require.NoError(t, conn.Close())
+		assert.ErrorIs(t, <-wrote, net.ErrClosed, "Close ends the write")
+		client.Close()
+	}
+}
+
+// A Wake between a caller's look at its state and its wait is not lost.
+func TestWakeBeforeWaitIsNotLost(t *testing.T) {
+	waiter, err := NewWaiter(-1)
+	require.NoError(t, err)
+	defer waiter.Close()
+	idle, _, err := os.Pipe()
+	require.NoError(t, err)
+	defer idle.Close()
+	seen := waiter.Wakes()
+	waiter.Wake()
+	got, err := waiter.WaitFD(int(idle.Fd()), unix.POLLIN, time.Now().Add(10*time.Second), seen)
+	require.NoError(t, err)
+	assert.Equal(t, Woken, got)
+}
+
+func TestConnFarDeadline(t *testing.T) {
+	conn, client, _ := connPair(t)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(math.MaxInt64)))
+	_, err := client.Write([]byte("x"))
+	require.NoError(t, err)
+	n, err := conn.Read(make([]byte, 1))
+	assert.NoError(t, err, "a deadline centuries away has not passed")
+	assert.Equal(t, 1, n)
 }

@@ -5,7 +5,6 @@ package sys
 import (
 	"os"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,8 +89,23 @@ func NewPoller(listener int, w *Waiter) (*Poller, error) {
 // Wait blocks until the listener is ready (true) or the Waiter is woken
 // (false).
 func (p *Poller) Wait() (listener bool, err error) {
-	r, err := p.waiter.WaitFD(p.listener, unix.POLLIN, time.Time{})
-	return r == FDReady, err
+	fds := []unix.PollFd{
+		{Fd: int32(p.listener), Events: unix.POLLIN},
+		{Fd: int32(p.waiter.wake), Events: unix.POLLIN},
+	}
+	for {
+		_, err := poll(fds, -1, false)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, os.NewSyscallError("poll", err)
+		}
+		if fds[1].Revents != 0 {
+			p.waiter.drain()
+		}
+		return fds[0].Revents != 0, nil
+	}
 }
 
 // Close releases the poller.

@@ -5,6 +5,7 @@ package sys
 import (
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,7 +22,8 @@ import (
 // was a fifth of its CPU time and most of its context switches.
 //
 // So, on Linux, a Waiter waits with raw system calls, which the runtime
-// does not see: the serving goroutine keeps its P, sysmon stays asleep. It
+// does not see: the serving goroutine keeps its P, and sysmon has no P to
+// take back (it still wakes now and then, at most every 10 ms). It
 // waits in slices of holdSlice and yields between them, so that timers,
 // signals and the runtime's own work (a stop-the-world interrupts the call
 // with a signal) are late by at most a slice, and it holds the P for at most
@@ -38,19 +40,26 @@ const (
 
 // Waiter waits for descriptors for the one goroutine of a child that serves
 // requests. Another goroutine can interrupt its waits with Wake.
+//
+// Wake counts and writes a byte to a self-pipe. Only the Poller, which has
+// the pipe to itself between requests, empties it: a connection's waits,
+// of which there can be several at once, compare the count with the one
+// their caller saw, and once the pipe is full of wake-ups they have seen
+// they wait without it, looking at the count every staleRecheck.
 type Waiter struct {
 	wake     int // read end of a self-pipe: readable after Wake
 	wakeW    int
 	status   int          // a descriptor read by another goroutine through the netpoller
-	baseline atomic.Int32 // goroutines of the child's own; 0 until Pin
+	baseline atomic.Int32 // goroutines the P may be held with; 0 until Pin
+	epoch    time.Time    // for deadlines on the monotonic clock; see Conn
 
-	wakes   atomic.Uint64 // calls of Wake so far
-	waiting atomic.Int32  // calls of WaitFD in progress
+	wakes  atomic.Uint64 // calls of Wake so far
+	mu     sync.Mutex    // guards closed, against a Wake after Close
+	closed bool
 }
 
-// sharedRecheck bounds a wait while another is in progress too: the other
-// may empty the pipe before this one sees it.
-const sharedRecheck = 50 * time.Millisecond
+// staleRecheck bounds a wait that cannot use the pipe (see Waiter).
+const staleRecheck = 10 * time.Millisecond
 
 // NewWaiter returns a Waiter. status is a descriptor that another goroutine
 // reads through the Go netpoller (a child's status socket): when it becomes
@@ -61,23 +70,30 @@ func NewWaiter(status int) (*Waiter, error) {
 	if err := pipe(&p); err != nil {
 		return nil, os.NewSyscallError("pipe", err)
 	}
-	return &Waiter{wake: p[0], wakeW: p[1], status: status}, nil
+	return &Waiter{wake: p[0], wakeW: p[1], status: status, epoch: time.Now()}, nil
 }
 
-// Pin lets the Waiter hold the P for as long as the process runs no more
-// goroutines than it runs now. Call it once the child's own goroutines
-// are running and before user code runs.
-func (w *Waiter) Pin() { w.baseline.Store(int32(runtime.NumGoroutine())) }
+// Pin lets the Waiter hold the P while the process runs at most goroutines
+// goroutines: the child's own, which need it only when a wait yields.
+func (w *Waiter) Pin(goroutines int) { w.baseline.Store(int32(goroutines)) }
+
+// Wakes returns how many times Wake has been called. A caller loads it
+// before it looks at what it will wait for, and passes it to WaitFD, so
+// that a Wake in between is not lost.
+func (w *Waiter) Wakes() uint64 { return w.wakes.Load() }
 
 // Wake makes the waits in progress return early, and the Poller's next
-// wait too. It is safe from any goroutine.
+// wait too. It is safe from any goroutine, and does nothing after Close.
 func (w *Waiter) Wake() {
-	w.wakes.Add(1)
-	unix.Write(w.wakeW, []byte{1})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.wakes.Add(1)
+		unix.Write(w.wakeW, []byte{1})
+	}
 }
 
-// drain empties the wake-up pipe. A waiter drains it before it looks again
-// at whatever it was woken for, so no wake-up is lost to it.
+// drain empties the wake-up pipe.
 func (w *Waiter) drain() {
 	var b [64]byte
 	for {
@@ -89,6 +105,9 @@ func (w *Waiter) drain() {
 
 // Close releases the pipe.
 func (w *Waiter) Close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
 	unix.Close(w.wake)
 	unix.Close(w.wakeW)
 }
@@ -119,7 +138,7 @@ func (h *hold) next(deadline time.Time) (ms int, raw, ok bool) {
 		if left <= 0 {
 			return 0, false, false
 		}
-		ms = int((left + time.Millisecond - 1) / time.Millisecond)
+		ms = int((min(left, time.Hour) + time.Millisecond - 1) / time.Millisecond)
 	}
 	if raw = h.on(); raw && (ms < 0 || ms > int(holdSlice/time.Millisecond)) {
 		ms = int(holdSlice / time.Millisecond)
@@ -152,31 +171,33 @@ const (
 )
 
 // WaitFD waits until fd is ready for events (unix.POLLIN, unix.POLLOUT),
-// Wake is called, or the deadline (zero: none) passes.
-func (w *Waiter) WaitFD(fd int, events int16, deadline time.Time) (Ready, error) {
-	wakes := w.wakes.Load()
-	w.waiting.Add(1)
-	defer w.waiting.Add(-1)
+// the deadline (zero: none) passes, or Wake has been called since Wakes
+// returned seen.
+func (w *Waiter) WaitFD(fd int, events int16, deadline time.Time, seen uint64) (Ready, error) {
 	fds := [3]unix.PollFd{
 		{Fd: int32(fd), Events: events},
 		{Fd: int32(w.wake), Events: unix.POLLIN},
 		{Fd: int32(w.status), Events: unix.POLLIN},
 	}
+	stale := false // the pipe holds only wake-ups seen already
 	h := w.hold()
 	for {
-		if w.wakes.Load() != wakes {
+		if w.wakes.Load() != seen {
 			return Woken, nil
 		}
 		ms, raw, ok := h.next(deadline)
 		if !ok {
 			return TimedOut, nil
 		}
-		if w.waiting.Load() > 1 && (ms < 0 || ms > int(sharedRecheck/time.Millisecond)) {
-			ms = int(sharedRecheck / time.Millisecond)
+		watch := fds[:]
+		if !raw {
+			watch = fds[:2] // the netpoller reads the status socket meanwhile
 		}
-		watch := fds[:2] // without the P held, the netpoller reads the status socket
-		if raw {
-			watch = fds[:]
+		if stale {
+			fds[1].Fd = -1 // poll skips it
+			if ms < 0 || ms > int(staleRecheck/time.Millisecond) {
+				ms = int(staleRecheck / time.Millisecond)
+			}
 		}
 		n, err := poll(watch, ms, raw)
 		switch {
@@ -186,7 +207,7 @@ func (w *Waiter) WaitFD(fd int, events int16, deadline time.Time) (Ready, error)
 		case fds[0].Revents != 0: // ready, or in error: the next call says which
 			return FDReady, nil
 		case fds[1].Revents != 0:
-			w.drain() // then look at wakes again
+			stale = w.wakes.Load() == seen
 		default: // a record on the status socket
 			h.off = true
 		}
