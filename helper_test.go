@@ -185,7 +185,7 @@ type testChild struct {
 }
 
 func (c *testChild) Initialize(context.Context) error {
-	c.rec.add("Initialize", strconv.Itoa(runtime.GOMAXPROCS(0)))
+	c.rec.add("Initialize", strconv.Itoa(runtime.GOMAXPROCS(0))+" "+os.Getenv("GOMAXPROCS"))
 	if c.cfg.FailInit {
 		return errors.New("initialization refused by the test")
 	}

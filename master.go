@@ -161,7 +161,7 @@ func (ms *master) run() error {
 	if ms.exe, err = sys.Executable(); err != nil {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
-	ms.env = childEnv([]wire.Listener{handed})
+	ms.env = childEnv([]wire.Listener{handed}, ms.cfg.childMaxProcs)
 	ms.spawner = startSpawner()
 	defer ms.spawner.stop()
 

@@ -187,6 +187,9 @@ func takeHandover() *handover {
 		return nil
 	}
 	pid, listeners, slot := os.Getenv(wire.EnvMasterPID), os.Getenv(wire.EnvListeners), os.Getenv(wire.EnvBoard)
+	if os.Getenv(wire.EnvMaxProcs) != "" { // the runtime has read it: not for the child's children
+		os.Unsetenv("GOMAXPROCS")
+	}
 	for _, env := range wire.EnvNames {
 		os.Unsetenv(env)
 	}

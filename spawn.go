@@ -16,11 +16,18 @@ import (
 )
 
 // childEnv is the master's environment with the handover variables.
-func childEnv(listeners []wire.Listener) []string {
+func childEnv(listeners []wire.Listener, maxProcs int) []string {
 	env := []string{
 		wire.EnvChild + "=" + strconv.Itoa(wire.Version),
 		wire.EnvMasterPID + "=" + strconv.Itoa(os.Getpid()),
 		wire.EnvListeners + "=" + wire.EncodeListeners(listeners),
+	}
+	// The runtime sizes itself for GOMAXPROCS as it starts: lowering it
+	// later leaves the second P's threads and caches behind (a child
+	// started with GOMAXPROCS=1 has 0.3 MiB less PSS). A GOMAXPROCS of the
+	// user's own is passed on as it is.
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && maxProcs >= 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(max(maxProcs, 1)), wire.EnvMaxProcs+"=1")
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")

@@ -58,6 +58,9 @@ const (
 	EnvMasterPID = "PREFORK_MASTER_PID"
 	EnvListeners = "PREFORK_LISTENERS"
 	EnvBoard     = "PREFORK_BOARD"
+	// EnvMaxProcs marks a GOMAXPROCS that the master set for the child's
+	// runtime to start with; the child removes both.
+	EnvMaxProcs = "PREFORK_GOMAXPROCS"
 
 	FDStatus        = 3
 	FDBoard         = 4
@@ -66,7 +69,7 @@ const (
 
 // EnvNames lists the handover's environment variables: a child removes
 // them, and the master replaces any it inherited.
-var EnvNames = []string{EnvChild, EnvMasterPID, EnvListeners, EnvBoard}
+var EnvNames = []string{EnvChild, EnvMasterPID, EnvListeners, EnvBoard, EnvMaxProcs}
 
 // RecordSize is the size in bytes of every status record.
 const RecordSize = 8
