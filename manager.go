@@ -68,7 +68,10 @@ type Manager struct {
 	// serves one request at a time, and with a single P its scheduler has
 	// no idle P to wake threads for, so the pool uses less CPU and memory.
 	// Negative means the runtime's default, one per CPU, for handlers that
-	// compute in parallel. A GOMAXPROCS environment variable wins.
+	// compute in parallel. A GOMAXPROCS environment variable wins. The
+	// master passes the value to a child in its environment, so that the
+	// child's runtime starts with it (which saves memory), and the child
+	// removes it so that programs it starts do not inherit it.
 	ChildMaxProcs int
 
 	// Logger receives the master's and the children's logs. Nil means

@@ -42,6 +42,15 @@
 // one idle child per connection. Elsewhere every idle child wakes and one of
 // them wins the accept.
 //
+// A child waits thousands of times a second, and a blocking system call
+// costs a Go program more than the call: the runtime's monitor thread
+// takes the P away and wakes again and again. So on Linux a child that
+// runs no goroutines but its own waits (for a connection, and inside
+// Request.Conn's Read and Write) without the runtime's help, in short
+// slices that keep its P, for up to 200 ms before it sleeps as any Go
+// program does. Request.Conn is therefore the package's own net.Conn, not
+// a *net.TCPConn. A handler that starts goroutines gets ordinary waits.
+//
 // # Stopping
 //
 // SIGINT, SIGTERM, Manager.Shutdown and the cancellation of Run's context
@@ -72,9 +81,10 @@
 //
 // prefork needs a Unix system. Linux is the supported target: the exclusive
 // wake-up of one child per connection, the parent-death signal and the
-// re-execution of the master's own binary file through /proc/self/exe are
-// Linux-only. The package builds on macOS and the BSDs, where children poll
-// the listener (all idle children wake for each connection), notice a dead
+// re-execution of the master's own binary file through /proc/self/exe,
+// and the waits that keep the P are Linux-only. The package builds on
+// macOS and the BSDs, where children poll the listener (all idle children
+// wake for each connection) with ordinary system calls, notice a dead
 // master only through their status socket, and a respawn runs the file at
 // the program's path.
 package prefork
