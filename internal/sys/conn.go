@@ -28,6 +28,7 @@ type Conn struct {
 	writeDeadline atomic.Int64
 	waiting       atomic.Int32 // calls in a wait: a deadline change must wake them
 	closing       atomic.Bool
+	wrote         atomic.Bool // the last call was a Write; see Read
 
 	mu     sync.Mutex // guards the fields below
 	users  int        // calls using fd; the last one closes it after Close
@@ -120,6 +121,15 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	// A read that follows a write is most often a server waiting for the
+	// client's next request, which cannot have come yet: waiting first
+	// saves the read that would find nothing. If it has come, the wait
+	// returns at once.
+	if c.wrote.Swap(false) {
+		if err := c.wait(unix.POLLIN, &c.readDeadline); err != nil {
+			return 0, c.opError("read", err)
+		}
+	}
 	for {
 		if c.closing.Load() {
 			return 0, c.opError("read", net.ErrClosed)
@@ -173,6 +183,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			written += n
 		}
 	}
+	c.wrote.Store(true)
 	return written, nil
 }
 
