@@ -96,7 +96,6 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 		return fmt.Errorf("prefork: child was handed %d listeners, want 1", len(h.listeners))
 	}
 	var user Child
-	goroutines := runtime.NumGoroutine() // before NewChild can start any
 	if err := guard("NewChild", func() error { user = cfg.newChild(); return nil }); err != nil {
 		logPanic(cfg.logger, err)
 		return err
@@ -120,15 +119,17 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	// Run's ctx ends in a graceful stop (see run), not in cancelled requests.
 	w.hardCtx, w.hardStop = context.WithCancel(context.WithoutCancel(ctx))
 	defer w.hardStop()
-	err = w.run(ctx, h.masterPID, h.listeners[0], goroutines)
+	err = w.run(ctx, h.masterPID, h.listeners[0])
 	w.shutdown(err)
-	w.log.Debug("prefork: child exiting", "served", w.served, "spurious_wakeups", w.spurious, "err", err)
+	var held uint64
+	if w.waiter != nil {
+		held = w.waiter.HeldWaits()
+	}
+	w.log.Debug("prefork: child exiting", "served", w.served, "spurious_wakeups", w.spurious, "held_waits", held, "err", err)
 	return err
 }
 
-// run serves until the child must leave. goroutines is how many the
-// program ran before the child's code began.
-func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener, goroutines int) error {
+func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error {
 	closeListener, err := w.listen(ln)
 	if err != nil {
 		return err
@@ -151,9 +152,10 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener, gorou
 	var reading sync.WaitGroup
 	reading.Go(w.readRecords)
 	undoSignals := w.catchSignals(masterPID)
-	// The P may be held while the program runs no goroutines but those it
-	// ran before the child began and the child's own, started just now.
-	w.waiter.Pin(goroutines + runtime.NumGoroutine() - before)
+	// The P may be held while the program runs no goroutines but the one
+	// in Run and the child's own, started just now: any other, whether the
+	// program started it before Run or a hook did, may need the P at once.
+	w.waiter.Pin(1 + runtime.NumGoroutine() - before)
 	stopOnCancel := context.AfterFunc(ctx, func() { w.beginStop(context.Cause(ctx)) })
 	defer func() {
 		// Silence every source of beginStop, then its timers, so that

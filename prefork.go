@@ -49,7 +49,8 @@
 // Request.Conn's Read and Write) without the runtime's help, in short
 // slices that keep its P, for up to 200 ms before it sleeps as any Go
 // program does. Request.Conn is therefore the package's own net.Conn, not
-// a *net.TCPConn. A handler that starts goroutines gets ordinary waits.
+// a *net.TCPConn. While the child runs other goroutines (started before
+// Run, or by a hook or a handler), its waits are ordinary ones.
 //
 // # Stopping
 //

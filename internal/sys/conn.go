@@ -74,6 +74,8 @@ func (c *Conn) opError(op string, err error) error {
 func (c *Conn) wait(events int16, dl *atomic.Int64) error {
 	c.waiting.Add(1)
 	defer c.waiting.Add(-1)
+	c.waiter.waiters.Add(1)
+	defer c.waiter.waiters.Add(-1)
 	for {
 		seen := c.waiter.Wakes() // before looking: a change after it wakes the wait
 		if c.closing.Load() {
@@ -162,6 +164,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 		return 0, c.opError("write", net.ErrClosed)
 	}
 	defer c.done()
+	if c.expired(&c.writeDeadline) { // even for an empty b, as package net does
+		return 0, c.opError("write", os.ErrDeadlineExceeded)
+	}
 	written := 0
 	for written < len(b) {
 		if c.closing.Load() {

@@ -39,7 +39,8 @@ import (
 //
 // Holding the P starves every other goroutine of the child, so the Waiter
 // holds it only while the child runs no goroutine beyond its own (see
-// Pin): a handler that starts goroutines gets ordinary blocking waits.
+// Pin): while a goroutine that the program started before Run, or that a
+// hook or handler started, is alive, waits are ordinary blocking ones.
 const (
 	holdSlice = 4 * time.Millisecond // below sysmon's 10 ms preemption
 	holdLimit = 50 * holdSlice
@@ -48,11 +49,12 @@ const (
 // Waiter waits for descriptors for the one goroutine of a child that serves
 // requests. Another goroutine can interrupt its waits with Wake.
 //
-// Wake counts and writes a byte to a self-pipe. Only the Poller, which has
-// the pipe to itself between requests, empties it: a connection's waits,
-// of which there can be several at once, compare the count with the one
-// their caller saw, and once the pipe is full of wake-ups they have seen
-// they wait without it, looking at the count every staleRecheck.
+// Wake counts and writes a byte to a self-pipe. The Poller, which has the
+// pipe to itself between requests, empties it. A connection's waits, of
+// which there can be several at once, compare the count with the one their
+// caller saw; one that finds the pipe holding only wake-ups it has seen
+// empties it if it is the only wait, and otherwise waits without the pipe,
+// looking at the count every staleRecheck.
 type Waiter struct {
 	wake     int // read end of a self-pipe: readable after Wake
 	wakeW    int
@@ -62,6 +64,8 @@ type Waiter struct {
 
 	yielded atomic.Int64  // when a held wait last yielded, since epoch
 	wakes   atomic.Uint64 // calls of Wake so far
+	waiters atomic.Int32  // connection waits in progress (see Conn.wait)
+	held    atomic.Uint64 // waits that held the P
 	mu      sync.Mutex    // guards closed, against a Wake after Close
 	closed  bool
 }
@@ -84,6 +88,9 @@ func NewWaiter(status int) (*Waiter, error) {
 // Pin lets the Waiter hold the P while the process runs at most goroutines
 // goroutines: the child's own, which need it only when a wait yields.
 func (w *Waiter) Pin(goroutines int) { w.baseline.Store(int32(goroutines)) }
+
+// HeldWaits returns how many waits have held the P, for the child's log.
+func (w *Waiter) HeldWaits() uint64 { return w.held.Load() }
 
 // Wakes returns how many times Wake has been called. A caller loads it
 // before it looks at what it will wait for, and passes it to WaitFD, so
@@ -115,6 +122,9 @@ func (w *Waiter) drain() {
 func (w *Waiter) Close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
 	w.closed = true
 	unix.Close(w.wake)
 	unix.Close(w.wakeW)
@@ -125,9 +135,10 @@ func (w *Waiter) Close() {
 // status socket has a record, which only the netpoller can deliver to the
 // goroutine that reads it.
 type hold struct {
-	w     *Waiter
-	start time.Time
-	off   bool
+	w       *Waiter
+	start   time.Time
+	off     bool
+	counted bool
 }
 
 func (w *Waiter) hold() hold { return hold{w: w, start: time.Now()} }
@@ -149,6 +160,10 @@ func (h *hold) next(deadline time.Time) (ms int, raw, ok bool) {
 		ms = int((min(left, time.Hour) + time.Millisecond - 1) / time.Millisecond)
 	}
 	if raw = h.on(); raw {
+		if !h.counted {
+			h.counted = true
+			h.w.held.Add(1)
+		}
 		if ms < 0 || ms > int(holdSlice/time.Millisecond) {
 			ms = int(holdSlice / time.Millisecond)
 		}
@@ -227,8 +242,13 @@ func (w *Waiter) WaitFD(fd int, events int16, deadline time.Time, seen uint64) (
 			return 0, os.NewSyscallError("poll", err)
 		case fds[0].Revents != 0: // ready, or in error: the next call says which
 			return FDReady, nil
+		case fds[1].Revents != 0 && w.wakes.Load() != seen:
+		case fds[1].Revents != 0 && w.waiters.Load() <= 1:
+			// Wake-ups seen already, and no other wait that may not have
+			// seen them (a wait counts itself before it loads seen).
+			w.drain()
 		case fds[1].Revents != 0:
-			stale = w.wakes.Load() == seen
+			stale = true
 		default: // a record on the status socket
 			h.off = true
 		}
