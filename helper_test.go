@@ -552,3 +552,30 @@ func atoi(t *testing.T, s string) int {
 	require.NoError(t, err)
 	return n
 }
+
+// childExit is what a child logs as it exits, in Debug mode.
+type childExit struct {
+	Served   int
+	Spurious int `json:"spurious_wakeups"`
+	Held     int `json:"held_waits"`
+}
+
+// childExits reads the exit records of the pool's children from its log,
+// once the pool has stopped.
+func (p *pool) childExits(t *testing.T) []childExit {
+	t.Helper()
+	f, err := os.Open(p.log)
+	require.NoError(t, err)
+	defer f.Close()
+	var exits []childExit
+	for lines := bufio.NewScanner(f); lines.Scan(); {
+		var rec struct {
+			Msg string
+			childExit
+		}
+		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec.Msg == "prefork: child exiting" {
+			exits = append(exits, rec.childExit)
+		}
+	}
+	return exits
+}

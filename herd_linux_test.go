@@ -1,9 +1,6 @@
 package prefork_test
 
 import (
-	"bufio"
-	"encoding/json"
-	"os"
 	"syscall"
 	"testing"
 
@@ -28,21 +25,12 @@ func TestOneChildWakesPerConnection(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	require.NoError(t, p.wait())
 
-	f, err := os.Open(p.log)
-	require.NoError(t, err)
-	defer f.Close()
-	spurious, exits := 0, 0
-	for lines := bufio.NewScanner(f); lines.Scan(); {
-		var rec struct {
-			Msg      string
-			Spurious int `json:"spurious_wakeups"`
-		}
-		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec.Msg == "prefork: child exiting" {
-			spurious += rec.Spurious
-			exits++
-		}
+	exits := p.childExits(t)
+	spurious := 0
+	for _, e := range exits {
+		spurious += e.Spurious
 	}
-	require.Equal(t, 8, exits)
+	require.Len(t, exits, 8)
 	t.Logf("%d spurious wake-ups for %d connections across 8 idle children", spurious, connections)
 	assert.LessOrEqual(t, spurious, connections/4)
 }

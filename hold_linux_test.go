@@ -1,9 +1,6 @@
 package prefork_test
 
 import (
-	"bufio"
-	"encoding/json"
-	"os"
 	"syscall"
 	"testing"
 
@@ -27,20 +24,7 @@ func TestChildWaitsHoldTheP(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	require.NoError(t, p.wait())
 
-	f, err := os.Open(p.log)
-	require.NoError(t, err)
-	defer f.Close()
-	held, exits := 0, 0
-	for scan := bufio.NewScanner(f); scan.Scan(); {
-		var rec struct {
-			Msg  string
-			Held int `json:"held_waits"`
-		}
-		if json.Unmarshal(scan.Bytes(), &rec) == nil && rec.Msg == "prefork: child exiting" {
-			held += rec.Held
-			exits++
-		}
-	}
-	require.Equal(t, 1, exits)
-	assert.GreaterOrEqual(t, held, lines, "each line is waited for while holding the P")
+	exits := p.childExits(t)
+	require.Len(t, exits, 1)
+	assert.GreaterOrEqual(t, exits[0].Held, lines, "each line is waited for while holding the P")
 }
