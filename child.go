@@ -182,7 +182,11 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	}
 	err = w.serve()
 	w.report(wire.Retiring)
-	if w.drain && err == nil {
+	// A child that leaves a socket of its own serves what is queued on it,
+	// which would be lost. When the pool stops, the children serve what is
+	// queued on the shared socket too, which the master has closed to new
+	// connections (see master.closeIntake).
+	if err == nil && (w.drain || w.stopped()) {
 		w.serveQueue()
 	}
 	return err
@@ -353,9 +357,9 @@ func (w *worker) serve() error {
 	}
 }
 
-// serveQueue serves what is still queued on the child's own socket before
-// the socket closes, which would lose it, until the queue is empty, for at
-// most killGrace: under steady load the queue never empties.
+// serveQueue serves what is still queued on the listener before the child
+// leaves, until the queue is empty, for at most killGrace: under steady
+// load a queue that still takes connections never empties.
 func (w *worker) serveQueue() {
 	deadline := time.Now().Add(killGrace)
 	for w.hardCtx.Err() == nil && time.Now().Before(deadline) {

@@ -286,6 +286,7 @@ func (ms *master) stop(action SignalAction, err error) {
 	case ActionStop:
 		if !ms.stopping {
 			ms.stopping = true
+			ms.closeIntake()
 			for _, c := range ms.children {
 				ms.tell(c, wire.Stop)
 			}
@@ -367,6 +368,18 @@ func (ms *master) exited(c *child, err error) {
 // tell sends a child Retire or Stop. Either makes it leave the pool; Stop
 // also goes to a child already told to retire, whose request in hand must
 // now learn that the pool stops.
+// closeIntake stops new connections from entering the shared listener's
+// queue, before the children are told to stop: they serve what is queued
+// before they leave, and the listener closes with nothing in it to reset.
+func (ms *master) closeIntake() {
+	if ms.listener == nil {
+		return
+	}
+	if err := sys.CloseIntake(int(ms.listener.Fd()), ms.cfg.network); err != nil {
+		ms.log.Warn("prefork: cannot refuse new connections while stopping; those that come will be reset", "err", err)
+	}
+}
+
 func (ms *master) tell(c *child, kind wire.Kind) {
 	if c.told == kind || c.told == wire.Stop {
 		return

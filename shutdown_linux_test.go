@@ -3,8 +3,10 @@ package prefork_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,4 +102,32 @@ func TestRestartChildrenFromAGoroutineAndClose(t *testing.T) {
 	require.NoError(t, m.Close())
 	assert.NoError(t, wait())
 	assert.Empty(t, myChildren())
+}
+
+// A graceful stop serves the connections waiting in the listener's queue,
+// which no child had taken yet, instead of resetting them when the
+// listener closes; new ones are not taken meanwhile.
+func TestGracefulStopServesQueuedConnections(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1})
+	busy := p.dial()
+	busy.send("sleep 500ms")
+	p.waitEvent("child", "ProcessRequest")
+	var queued []*client // the only child is busy: these wait in the queue
+	for i := range 3 {
+		c := p.dial()
+		c.send(fmt.Sprint("queued ", i))
+		queued = append(queued, c)
+	}
+	p.signal(syscall.SIGTERM)
+
+	reply, err := busy.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "slept", reply)
+	for i, c := range queued {
+		reply, err := c.recv()
+		require.NoError(t, err, "queued connection %d is served", i)
+		assert.Equal(t, fmt.Sprint("queued ", i), reply)
+	}
+	require.NoError(t, p.wait())
 }

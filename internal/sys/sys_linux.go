@@ -147,3 +147,30 @@ func SetProcessName(name string) {
 	copy(b[:15], name)
 	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
 }
+
+// CloseIntake makes the kernel stop taking new work on a listening socket
+// that children share, without closing it, so that what is queued can
+// still be served. On a TCP socket it drops connection requests (a SYN
+// without ACK), which the client sends again a second later, to find the
+// socket closed or another server listening; handshakes under way
+// complete. On a datagram socket it drops every datagram. It does nothing
+// to a Unix stream socket. It is a socket filter, so it holds in every
+// process that has the socket.
+func CloseIntake(fd int, network string) error {
+	const tcpSYN, tcpACK = 0x02, 0x10
+	filter := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 13}, // TCP flags
+		{Code: unix.BPF_ALU | unix.BPF_AND | unix.BPF_K, K: tcpSYN | tcpACK},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: tcpSYN, Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // drop
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // keep
+	}
+	switch {
+	case IsPacket(network):
+		filter = filter[3:4]
+	case IsUnix(network):
+		return nil
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	return os.NewSyscallError("setsockopt", unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog))
+}

@@ -114,3 +114,7 @@ func (p *Poller) Close() {}
 // SetProcessName does nothing: children run the program's own path, and
 // have its name.
 func SetProcessName(string) {}
+
+// CloseIntake does nothing here: new connections keep coming into the
+// queue until the socket closes (see the Linux version).
+func CloseIntake(fd int, network string) error { return nil }

@@ -1,0 +1,81 @@
+package sys
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// After CloseIntake a listener takes no new connection, but the ones it
+// had queued can still be accepted and served.
+func TestCloseIntake(t *testing.T) {
+	for _, address := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(address, func(t *testing.T) { testCloseIntake(t, address) })
+	}
+}
+
+func testCloseIntake(t *testing.T, address string) {
+	f, addr, err := Listen("tcp", address, 16, false)
+	if err != nil && address[0] == '[' {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	require.NoError(t, err)
+	defer f.Close()
+	fd := int(rawFD(t, f))
+	queued, err := net.Dial("tcp", addr.String())
+	require.NoError(t, err)
+	defer queued.Close()
+	_, err = queued.Write([]byte("queued\n"))
+	require.NoError(t, err)
+
+	require.NoError(t, CloseIntake(fd, "tcp"))
+	late, err := net.DialTimeout("tcp", addr.String(), 300*time.Millisecond)
+	if err == nil {
+		late.Close()
+	}
+	assert.Error(t, err, "a new connection is not taken")
+
+	waiter, err := NewWaiter(-1)
+	require.NoError(t, err)
+	defer waiter.Close()
+	conn, err := Accept(fd, "tcp", waiter)
+	require.NoError(t, err, "the queued connection is still there")
+	defer conn.Close()
+	buf := make([]byte, 7)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = conn.Read(buf)
+	require.NoError(t, err)
+	assert.Equal(t, "queued\n", string(buf), "and its data flows")
+	_, err = conn.Write(buf)
+	require.NoError(t, err, "both ways")
+	_, err = Accept(fd, "tcp", waiter)
+	assert.ErrorIs(t, err, unix.EAGAIN, "nothing else was queued")
+}
+
+func TestCloseIntakeDatagrams(t *testing.T) {
+	f, addr, err := Listen("udp", "127.0.0.1:0", 0, false)
+	require.NoError(t, err)
+	defer f.Close()
+	fd := int(rawFD(t, f))
+	client, err := net.Dial("udp", addr.String())
+	require.NoError(t, err)
+	defer client.Close()
+	_, err = client.Write([]byte("before"))
+	require.NoError(t, err)
+	require.NoError(t, CloseIntake(fd, "udp"))
+	_, err = client.Write([]byte("after"))
+	require.NoError(t, err)
+
+	buf := make([]byte, 16)
+	_, err = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 10_000)
+	require.NoError(t, err)
+	n, _, _, err := ReadFrom(fd, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "before", string(buf[:n]), "what was queued is still there")
+	_, _, _, err = ReadFrom(fd, buf)
+	assert.ErrorIs(t, err, unix.EAGAIN, "what came after was dropped")
+}
