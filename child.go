@@ -184,9 +184,10 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	w.report(wire.Retiring)
 	// A child that leaves a socket of its own serves what is queued on it,
 	// which would be lost. When the pool stops, the children serve what is
-	// queued on the shared socket too, which the master has closed to new
-	// connections (see master.closeIntake).
-	if err == nil && (w.drain || w.stopped()) {
+	// queued on the shared socket too, once the master has closed it to
+	// new connections (see master.closeIntake); a child that stops alone
+	// (its own signal, RequestTimeout) leaves the queue to the others.
+	if err == nil && (w.drain || w.stopped() && sys.IntakeClosed(w.fd)) {
 		w.serveQueue()
 	}
 	return err

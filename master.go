@@ -365,9 +365,6 @@ func (ms *master) exited(c *child, err error) {
 	}
 }
 
-// tell sends a child Retire or Stop. Either makes it leave the pool; Stop
-// also goes to a child already told to retire, whose request in hand must
-// now learn that the pool stops.
 // closeIntake stops new connections from entering the shared listener's
 // queue, before the children are told to stop: they serve what is queued
 // before they leave, and the listener closes with nothing in it to reset.
@@ -380,6 +377,9 @@ func (ms *master) closeIntake() {
 	}
 }
 
+// tell sends a child Retire or Stop. Either makes it leave the pool; Stop
+// also goes to a child already told to retire, whose request in hand must
+// now learn that the pool stops.
 func (ms *master) tell(c *child, kind wire.Kind) {
 	if c.told == kind || c.told == wire.Stop {
 		return

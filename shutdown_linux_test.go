@@ -111,7 +111,7 @@ func TestGracefulStopServesQueuedConnections(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1})
 	busy := p.dial()
-	busy.send("sleep 500ms")
+	busy.send("stopping") // answered once the stop has begun
 	p.waitEvent("child", "ProcessRequest")
 	var queued []*client // the only child is busy: these wait in the queue
 	for i := range 3 {
@@ -123,7 +123,7 @@ func TestGracefulStopServesQueuedConnections(t *testing.T) {
 
 	reply, err := busy.recv()
 	require.NoError(t, err)
-	assert.Equal(t, "slept", reply)
+	assert.Equal(t, "stopping", reply)
 	for i, c := range queued {
 		reply, err := c.recv()
 		require.NoError(t, err, "queued connection %d is served", i)

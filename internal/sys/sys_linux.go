@@ -174,3 +174,11 @@ func CloseIntake(fd int, network string) error {
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 	return os.NewSyscallError("setsockopt", unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog))
 }
+
+// IntakeClosed reports whether CloseIntake has been applied to the socket,
+// by this process or another: whether the pool that shares it is stopping.
+func IntakeClosed(fd int) bool {
+	var blocks uint32 // a length of 0 asks for the number of instructions
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_GET_FILTER, 0, uintptr(unsafe.Pointer(&blocks)), 0)
+	return e == 0 && blocks > 0
+}

@@ -1,6 +1,7 @@
 package sys
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -32,7 +33,9 @@ func testCloseIntake(t *testing.T, address string) {
 	_, err = queued.Write([]byte("queued\n"))
 	require.NoError(t, err)
 
+	assert.False(t, IntakeClosed(fd))
 	require.NoError(t, CloseIntake(fd, "tcp"))
+	assert.True(t, IntakeClosed(fd))
 	late, err := net.DialTimeout("tcp", addr.String(), 300*time.Millisecond)
 	if err == nil {
 		late.Close()
@@ -51,7 +54,12 @@ func testCloseIntake(t *testing.T, address string) {
 	require.NoError(t, err)
 	assert.Equal(t, "queued\n", string(buf), "and its data flows")
 	_, err = conn.Write(buf)
-	require.NoError(t, err, "both ways")
+	require.NoError(t, err)
+	reply := make([]byte, 7)
+	require.NoError(t, queued.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.ReadFull(queued, reply)
+	require.NoError(t, err)
+	assert.Equal(t, "queued\n", string(reply), "both ways")
 	_, err = Accept(fd, "tcp", waiter)
 	assert.ErrorIs(t, err, unix.EAGAIN, "nothing else was queued")
 }

@@ -116,5 +116,9 @@ func (p *Poller) Close() {}
 func SetProcessName(string) {}
 
 // CloseIntake does nothing here: new connections keep coming into the
-// queue until the socket closes (see the Linux version).
+// queue until the socket closes, and children leave it alone (see the
+// Linux version and IntakeClosed).
 func CloseIntake(fd int, network string) error { return nil }
+
+// IntakeClosed reports false: there is no CloseIntake here.
+func IntakeClosed(fd int) bool { return false }
