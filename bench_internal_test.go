@@ -78,10 +78,8 @@ func benchChildRequest(b *testing.B, held bool) {
 	f, addr, err := sys.Listen("tcp", "127.0.0.1:0", 128, false)
 	require.NoError(b, err)
 	defer f.Close()
-	raw, err := f.SyscallConn()
+	fd, err := sys.FD(f)
 	require.NoError(b, err)
-	fd := -1
-	raw.Control(func(u uintptr) { fd = int(u) })
 
 	masterEnd, childEnd, err := sys.Socketpair()
 	require.NoError(b, err)

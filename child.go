@@ -135,9 +135,9 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 		return err
 	}
 	defer closeListener()
-	statusFD := -1
-	if raw, err := w.status.SyscallConn(); err == nil { // unlike Fd, this leaves it non-blocking
-		raw.Control(func(fd uintptr) { statusFD = int(fd) })
+	statusFD, err := sys.FD(w.status)
+	if err != nil {
+		return fmt.Errorf("prefork: %w", err)
 	}
 	if w.waiter, err = sys.NewWaiter(statusFD); err != nil {
 		return fmt.Errorf("prefork: %w", err)
@@ -218,11 +218,7 @@ func (w *worker) listen(ln wire.Listener) (closeListener func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("prefork: listen on %s %s: %w", ln.Network, ln.Addr, err)
 	}
-	raw, err := f.SyscallConn() // unlike Fd, this leaves the socket non-blocking
-	if err == nil {
-		err = raw.Control(func(fd uintptr) { w.fd = int(fd) })
-	}
-	if err != nil {
+	if w.fd, err = sys.FD(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("prefork: %w", err)
 	}

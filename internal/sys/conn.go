@@ -26,7 +26,6 @@ type Conn struct {
 
 	readDeadline  atomic.Int64 // UnixNano; 0: none
 	writeDeadline atomic.Int64
-	waiting       atomic.Int32 // calls in a wait: a deadline change must wake them
 	closing       atomic.Bool
 	wrote         atomic.Bool // the last call was a Write; see Read
 
@@ -72,8 +71,6 @@ func (c *Conn) opError(op string, err error) error {
 
 // wait waits for events on fd until the deadline held in dl.
 func (c *Conn) wait(events int16, dl *atomic.Int64) error {
-	c.waiting.Add(1)
-	defer c.waiting.Add(-1)
 	c.waiter.waiters.Add(1)
 	defer c.waiter.waiters.Add(-1)
 	for {
@@ -267,7 +264,7 @@ func (c *Conn) deadlineSet() error {
 	if c.closing.Load() {
 		return c.opError("set", net.ErrClosed)
 	}
-	if c.waiting.Load() > 0 {
+	if c.waiter.waiters.Load() > 0 { // a child has one connection at a time
 		c.waiter.Wake()
 	}
 	return nil

@@ -142,10 +142,8 @@ func TestWaiterLetsStatusReaderRun(t *testing.T) {
 	require.NoError(t, err)
 	defer r.Close()
 	defer w.Close()
-	statusFD := -1
-	raw, err := r.SyscallConn()
+	statusFD, err := FD(r)
 	require.NoError(t, err)
-	raw.Control(func(fd uintptr) { statusFD = int(fd) })
 
 	waiter, err := NewWaiter(statusFD)
 	require.NoError(t, err)

@@ -56,6 +56,18 @@ func InheritedStatus(fd int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "prefork-status"), nil
 }
 
+// FD returns f's descriptor without changing its mode, which f.Fd() would
+// make blocking for a non-blocking file.
+func FD(f *os.File) (int, error) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	err = raw.Control(func(d uintptr) { fd = int(d) })
+	return fd, err
+}
+
 // CheckListener verifies that fd is a listening socket in non-blocking mode.
 func CheckListener(fd int) error {
 	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
