@@ -52,9 +52,10 @@ func startupTime(ctx context.Context, s *server) (float64, error) {
 
 // replaceTimes kills n idle children of s with SIGKILL, one after the
 // other, and returns how long the master took each time to have a new child
-// ready: from just before the kill to the time= of the next "child ready"
-// line. The server must be at rest, so that every child is idle and no other
-// child is starting.
+// ready: from just before the kill until pollLog reads the next "child
+// ready" line (the log's own time= has only millisecond resolution). The
+// server must be at rest, so that every child is idle and no other child is
+// starting.
 func replaceTimes(ctx context.Context, s *server, n int) ([]float64, error) {
 	killed := make(map[int]bool)
 	var samples []float64
@@ -72,11 +73,7 @@ func replaceTimes(ctx context.Context, s *server, n int) ([]float64, error) {
 			return nil, fmt.Errorf("kill child %d: %w", victim, err)
 		}
 		killed[victim] = true
-		line, _, err := s.waitLog(ctx, childReadyRE, offset, 10*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		ready, err := logTime(line)
+		ready, err := s.pollLog(ctx, childReadyRE, offset, 10*time.Second)
 		if err != nil {
 			return nil, err
 		}

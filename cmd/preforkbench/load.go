@@ -99,7 +99,7 @@ func runLoad(ctx context.Context, mode, addr string, conc int, dur time.Duration
 			switch mode {
 			case "tcp-conn":
 				tcpConnClient(l, addr, &clients[i])
-			case "tcp-keepalive":
+			case "tcp-keepalive", "io":
 				tcpKeepaliveClient(l, addr, &clients[i])
 			case "udp":
 				udpClient(l, addr, &clients[i])

@@ -8,24 +8,45 @@
 //
 //	go run ./cmd/preforkbench
 //	go run ./cmd/preforkbench -duration 1s -modes tcp-conn,udp -concurrency 1,8 -runs 3
+//	go run ./cmd/preforkbench -modes tcp-conn,io -concurrency 8,32 -duration 2s
 //
 // It builds ./examples/echo (static, CGO_ENABLED=0, unless -cgo) into a
 // temporary directory and starts it as the prefork server (its own process
-// group, -v so that its log tells when each child is ready), and starts the ceiling server by running its own binary
-// again with PREFORKBENCH_CEILING=1 in the environment, so that the two
-// servers' CPU time and memory are measured apart from the load generator's.
+// group, -v so that its log tells when each child is ready), and starts the
+// ceiling server by running its own binary again with PREFORKBENCH_CEILING=1
+// in the environment, so that the two servers' CPU time and memory are
+// measured apart from the load generator's.
 //
 // The load generator runs in this process, as goroutines. Modes:
 //
 //	tcp-conn       connect, write one line, read its echo, close
 //	tcp-keepalive  one connection per client, 100 lines each, then reconnect
 //	udp            one datagram, wait for it to come back (1s timeout: an error)
+//	io             as tcp-keepalive, against a server whose handler waits on
+//	               a database for each line
+//
+// The io mode is the common real case of a handler that waits for a
+// database. Its backend is a database stand-in: this binary again, with
+// PREFORKBENCH_BACKEND=1, a goroutine per connection, that answers each line
+// with the same line 10 ms later; its CPU time counts for neither server.
+// The prefork server of the io mode is internal/ioserver (built like the
+// echo, with the same flags and -backend): each child holds one TCP
+// connection to the backend for its whole life, and for each line of its
+// client asks the backend and writes the answer back. Its pool has flags of
+// its own, -io-min-servers and so on (default 5 to 40 children, 2 to 10
+// spare), and the -min-servers flags do not apply to it. The ceiling serves
+// the io mode on a port of its own, a goroutine per client connection, each
+// with a backend connection of its own, opened when the client connection
+// starts. The figure that matters is 32 clients (-concurrency 32, in the
+// default set): more clients than the pool's MinServers, each holding a
+// child for about a second.
 //
 // Each row (mode × concurrency × server) lasts -duration or -max-requests
 // requests, whichever comes first, and reports, for the server:
 //
 //   - requests/s, and the p50 and p99 latency of one request (tcp-conn: from
-//     the connect to the echo; tcp-keepalive and udp: one line or datagram);
+//     the connect to the echo; tcp-keepalive, io and udp: one line or
+//     datagram);
 //   - errors (failed connects, reads, writes, timeouts, wrong echoes);
 //   - CPU time per request of the server's whole process tree: utime+stime of
 //     the master and of each live child from /proc/PID/stat, plus the
@@ -33,20 +54,38 @@
 //     before and after the row (clock ticks at 100 Hz);
 //   - the number of processes in the tree and its summed RSS and PSS (from
 //     /proc/PID/smaps_rollup) at the end of the row;
+//   - for a prefork server, the size of the pool: the master's live children
+//     at the start of the row, the most of them during it (this process
+//     counts them every 50 ms by reading /proc), and at the end;
 //   - the ratios prefork / ceiling of requests/s and of CPU per request.
 //
 // Rows run one after the other against the same servers: a pool that one
 // row grew shrinks during the next ones (the master retires surplus idle
 // children once a second), and that work counts in their CPU time.
 //
+// With -sweep (the default), the tcp-conn rows are also measured against
+// examples/echo with fixed pools, -min-servers = -max-servers = N, for N =
+// -min-servers, twice that, four times that... up to and including
+// -max-servers: each fixed pool starts once, after the other servers have
+// stopped, and runs a row of -duration at each concurrency. The report gives
+// each fixed pool's figures, and for the growing pool its ratio of
+// requests/s to the fixed pool with the most requests/s and its ratio of p99
+// latency to that same pool's. -sweep=false skips it.
+//
 // It also measures the prefork server alone: the time from its "listening"
 // log line to "pool ready" (MinServers children ready); how long the master
-// takes to replace a child killed with SIGKILL (from the kill to the log line
-// of the new child's readiness, median of 5; the log's clock has 1 ms
-// resolution); a burst of 30 clients that connect at once to a pool of 5 to
-// 40 children and hold their connections for 3 s (time until all 30 echoes
-// came back, peak number of children); and the footprint of an idle pool of
-// 5 children.
+// takes to replace a child killed with SIGKILL (from the kill until this
+// program reads the new child's "child ready" line in the log, which it
+// polls every 0.2 ms; median of 5); a burst of 30 clients that connect at
+// once to a pool of 5 to 40 children and hold their connections for 3 s
+// (time until all 30 echoes came back, peak number of children); and the
+// footprint of an idle pool of 5 children. As a reference for the start-up
+// figures, it times a small static Go program that uses none of the library
+// (internal/hello, which prints a line and exits) from its start until its
+// line arrives: one copy alone (median of 7), and 30 copies started at once
+// (until the last line; median of 3). It reports the burst's time over the
+// cold start of 30, and the replacement's over the cold start of 1.
+// -extras=false skips all of this.
 //
 // The table goes to standard output, progress to standard error, and the same
 // figures as JSON to -json. With -runs N the whole set is measured N times
@@ -73,11 +112,19 @@ import (
 	"time"
 )
 
-// ceilingEnv, set in the environment, makes this binary run the ceiling
-// server instead of the benchmark.
-const ceilingEnv = "PREFORKBENCH_CEILING"
+const (
+	// ceilingEnv, set in the environment, makes this binary run the
+	// ceiling server instead of the benchmark.
+	ceilingEnv = "PREFORKBENCH_CEILING"
+	// backendEnv, set in the environment, makes this binary run the io
+	// mode's backend, the database stand-in.
+	backendEnv = "PREFORKBENCH_BACKEND"
+	// ceilingBackendEnv tells the ceiling the backend's address; without
+	// it, the ceiling serves no io protocol.
+	ceilingBackendEnv = "PREFORKBENCH_CEILING_BACKEND"
+)
 
-var allModes = []string{"tcp-conn", "tcp-keepalive", "udp"}
+var allModes = []string{"tcp-conn", "tcp-keepalive", "udp", "io"}
 
 // config holds the flags.
 type config struct {
@@ -89,6 +136,8 @@ type config struct {
 	Modes             []string      `json:"modes"`
 	Concurrency       []int         `json:"concurrency"`
 	Pool              pool          `json:"pool"`
+	IOPool            pool          `json:"io_pool"`
+	Sweep             bool          `json:"sweep"`
 	ServerMaxRequests int           `json:"server_max_requests"`
 	ReusePort         bool          `json:"reuse_port"`
 	Cgo               bool          `json:"cgo"`
@@ -108,6 +157,10 @@ type pool struct {
 func main() {
 	if os.Getenv(ceilingEnv) == "1" {
 		runCeiling()
+		return
+	}
+	if os.Getenv(backendEnv) == "1" {
+		runBackend()
 		return
 	}
 	cfg, err := parseFlags()
@@ -138,10 +191,15 @@ func parseFlags() (config, error) {
 	flag.IntVar(&cfg.Pool.Max, "max-servers", 64, "prefork server's -max-servers")
 	flag.IntVar(&cfg.Pool.MinSpare, "min-spare-servers", 4, "prefork server's -min-spare-servers")
 	flag.IntVar(&cfg.Pool.MaxSpare, "max-spare-servers", 16, "prefork server's -max-spare-servers")
+	flag.IntVar(&cfg.IOPool.Min, "io-min-servers", 5, "io mode: prefork server's -min-servers")
+	flag.IntVar(&cfg.IOPool.Max, "io-max-servers", 40, "io mode: prefork server's -max-servers")
+	flag.IntVar(&cfg.IOPool.MinSpare, "io-min-spare-servers", 2, "io mode: prefork server's -min-spare-servers")
+	flag.IntVar(&cfg.IOPool.MaxSpare, "io-max-spare-servers", 10, "io mode: prefork server's -max-spare-servers")
+	flag.BoolVar(&cfg.Sweep, "sweep", true, "tcp-conn: also measure fixed pools of -min-servers, twice that, four times... up to -max-servers children")
 	flag.IntVar(&cfg.ServerMaxRequests, "server-max-requests", 0, "prefork server's -max-requests (requests a child serves before it is replaced; 0: no limit)")
 	flag.BoolVar(&cfg.ReusePort, "reuse-port", false, "run every prefork server with -reuse-port")
 	flag.BoolVar(&cfg.Cgo, "cgo", false, "build examples/echo with cgo (default: CGO_ENABLED=0, a static binary)")
-	flag.BoolVar(&cfg.Extras, "extras", true, "also measure start-up, child replacement, burst and idle footprint")
+	flag.BoolVar(&cfg.Extras, "extras", true, "also measure start-up, child replacement, cold start of a plain Go program, burst and idle footprint")
 	flag.StringVar(&cfg.JSON, "json", "bench.json", "write the figures as JSON to this file (empty: do not)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -167,10 +225,26 @@ func parseFlags() (config, error) {
 		}
 		cfg.Concurrency = append(cfg.Concurrency, n)
 	}
+	if cfg.sweeps() && (cfg.Pool.Min < 1 || cfg.Pool.Max < cfg.Pool.Min) {
+		return cfg, errors.New("-sweep needs -min-servers of 1 or more and -max-servers of at least -min-servers (or -sweep=false)")
+	}
 	return cfg, nil
 }
 
-// run builds the echo example, measures cfg.Runs times, and reports.
+// sweeps tells whether the run measures fixed pools.
+func (cfg config) sweeps() bool {
+	return cfg.Sweep && slices.Contains(cfg.Modes, "tcp-conn")
+}
+
+// binaries are the programs that run builds for the measurements; a path is
+// empty when no measurement of this run needs that program.
+type binaries struct {
+	echo     string // examples/echo: the prefork server of most modes
+	ioServer string // the prefork server of the io mode
+	hello    string // the program whose cold start is the reference
+}
+
+// run builds the programs, measures cfg.Runs times, and reports.
 func run(ctx context.Context, cfg config) error {
 	tmp, err := os.MkdirTemp("", "preforkbench-")
 	if err != nil {
@@ -178,17 +252,25 @@ func run(ctx context.Context, cfg config) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	echoBin := filepath.Join(tmp, "echo")
-	progress("building examples/echo")
-	build := exec.CommandContext(ctx, "go", "build", "-o", echoBin, "./examples/echo")
-	build.Dir = cfg.Repo
-	if !cfg.Cgo {
-		// A static binary maps no C library: each child's footprint is
-		// smaller, and that is how a prefork server should be built.
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// A static binary maps no C library: each child's footprint is
+	// smaller, and that is how a prefork server should be built.
+	bins := binaries{echo: filepath.Join(tmp, "echo")}
+	if err := build(ctx, cfg.Repo, "./examples/echo", bins.echo, cfg.Cgo); err != nil {
+		return err
 	}
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./examples/echo in %s: %w\n%s", cfg.Repo, err, out)
+	if slices.Contains(cfg.Modes, "io") {
+		bins.ioServer = filepath.Join(tmp, "ioserver")
+		if err := build(ctx, cfg.Repo, "./cmd/preforkbench/internal/ioserver", bins.ioServer, cfg.Cgo); err != nil {
+			return err
+		}
+	}
+	if cfg.Extras {
+		// The reference is always static: it stands for the least a Go
+		// program takes to start.
+		bins.hello = filepath.Join(tmp, "hello")
+		if err := build(ctx, cfg.Repo, "./cmd/preforkbench/internal/hello", bins.hello, false); err != nil {
+			return err
+		}
 	}
 
 	var runs []runResult
@@ -198,7 +280,7 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 		progress("run %d of %d", i+1, cfg.Runs)
-		r, err := runOnce(ctx, cfg, echoBin, dir)
+		r, err := runOnce(ctx, cfg, bins, dir)
 		if err != nil {
 			return err
 		}
@@ -220,20 +302,48 @@ func run(ctx context.Context, cfg config) error {
 	return nil
 }
 
-// runOnce measures the whole matrix and the extras once, each with servers
-// of its own, logging into dir.
-func runOnce(ctx context.Context, cfg config, echoBin, dir string) (runResult, error) {
+// build runs go build on the package pkg of the repository at repo, with
+// cgo only if cgo is set.
+func build(ctx context.Context, repo, pkg, out string, cgo bool) error {
+	progress("building %s", pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = repo
+	if !cgo {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s in %s: %w\n%s", pkg, repo, err, b)
+	}
+	return nil
+}
+
+// runOnce measures the whole matrix, the fixed pools and the extras once,
+// each with servers of its own, logging into dir.
+func runOnce(ctx context.Context, cfg config, bins binaries, dir string) (runResult, error) {
 	var res runResult
 
-	ceiling, err := startCeiling(ctx, dir)
+	// The io mode's backend starts first and stops last, so that it
+	// outlives every server that talks to it.
+	var backend *server
+	backendAddr := ""
+	if bins.ioServer != "" {
+		var err error
+		if backend, err = startBackend(ctx, dir); err != nil {
+			return res, err
+		}
+		defer backend.stop()
+		backendAddr = backend.addr
+	}
+
+	ceiling, err := startCeiling(ctx, dir, backendAddr)
 	if err != nil {
 		return res, err
 	}
 	defer ceiling.stop()
 
 	// The TCP server also gives the start-up and replacement figures, so it
-	// runs even when only udp rows are asked for.
-	tcpServer, err := startPrefork(ctx, cfg, echoBin, dir, "prefork-tcp", "tcp", cfg.Pool)
+	// runs even when only udp or io rows are asked for.
+	tcpServer, err := startPrefork(ctx, cfg, bins.echo, dir, "prefork-tcp", "tcp", cfg.Pool)
 	if err != nil {
 		return res, err
 	}
@@ -248,31 +358,41 @@ func runOnce(ctx context.Context, cfg config, echoBin, dir string) (runResult, e
 			return res, err
 		}
 		res.Extras.ReplaceMs = median(res.Extras.ReplaceSamplesMs)
-		progress("start to MinServers ready: %.0f ms; replace a killed child: %.1f ms (median of %s ms)",
+		progress("start to MinServers ready: %.0f ms; replace a killed child: %.2f ms (median of %s ms)",
 			res.Extras.StartupMs, res.Extras.ReplaceMs, formatMs(res.Extras.ReplaceSamplesMs))
 	}
 
-	// examples/echo serves one network: UDP needs a server of its own.
-	var udpServer *server
+	// examples/echo serves one network: UDP needs a server of its own, and
+	// the io mode another program.
+	var udpServer, ioServer *server
 	if slices.Contains(cfg.Modes, "udp") {
-		if udpServer, err = startPrefork(ctx, cfg, echoBin, dir, "prefork-udp", "udp", cfg.Pool); err != nil {
+		if udpServer, err = startPrefork(ctx, cfg, bins.echo, dir, "prefork-udp", "udp", cfg.Pool); err != nil {
 			return res, err
 		}
 		defer udpServer.stop()
 	}
+	if bins.ioServer != "" {
+		if ioServer, err = startIOPrefork(ctx, cfg, bins.ioServer, dir, backendAddr); err != nil {
+			return res, err
+		}
+		defer ioServer.stop()
+	}
 
 	for _, mode := range cfg.Modes {
 		prefork, ceilingAddr := tcpServer, ceiling.addr
-		if mode == "udp" {
+		switch mode {
+		case "udp":
 			prefork, ceilingAddr = udpServer, ceiling.udpAddr
+		case "io":
+			prefork, ceilingAddr = ioServer, ceiling.ioAddr
 		}
 		for _, conc := range cfg.Concurrency {
 			r := row{Mode: mode, Concurrency: conc}
-			if r.Prefork, err = measureRow(ctx, cfg, mode, conc, prefork.pid, prefork.addr); err != nil {
+			if r.Prefork, err = measureRow(ctx, cfg, mode, conc, prefork.pid, prefork.addr, true); err != nil {
 				return res, err
 			}
 			progressRow(mode, conc, "prefork", r.Prefork)
-			if r.Ceiling, err = measureRow(ctx, cfg, mode, conc, ceiling.pid, ceilingAddr); err != nil {
+			if r.Ceiling, err = measureRow(ctx, cfg, mode, conc, ceiling.pid, ceilingAddr, false); err != nil {
 				return res, err
 			}
 			progressRow(mode, conc, "ceiling", r.Ceiling)
@@ -282,40 +402,66 @@ func runOnce(ctx context.Context, cfg config, echoBin, dir string) (runResult, e
 		}
 	}
 
-	// The matrix's servers stop before the burst and the idle footprint, so
-	// that these see a quiet machine.
-	if udpServer != nil {
-		udpServer.stop()
+	// The matrix's servers stop before the sweep and the extras, so that
+	// these see a quiet machine.
+	for _, s := range []*server{udpServer, ioServer, tcpServer, ceiling, backend} {
+		if s != nil {
+			s.stop()
+		}
 	}
-	tcpServer.stop()
-	ceiling.stop()
+
+	if cfg.sweeps() {
+		if err := sweep(ctx, cfg, bins.echo, dir, res.Rows); err != nil {
+			return res, err
+		}
+	}
 
 	if cfg.Extras {
-		b, err := burst(ctx, cfg, echoBin, dir)
+		e := res.Extras
+		cold, err := coldStarts(ctx, bins.hello)
 		if err != nil {
 			return res, err
 		}
-		res.Extras.BurstAllEchoedMs, res.Extras.BurstPeakChildren, res.Extras.BurstErrors = b.allEchoedMs, b.peakChildren, b.errors
-		progress("burst: all echoed in %.0f ms, peak %d children, %d errors", b.allEchoedMs, b.peakChildren, b.errors)
+		e.ColdStart1Ms, e.ColdStart1SamplesMs, e.ColdStartBurstMs = cold.oneMs, cold.oneSamplesMs, cold.burstMs
+		progress("cold start of a plain Go program: 1 in %.2f ms (median of %s ms), %d at once in %.2f ms",
+			cold.oneMs, formatMs(cold.oneSamplesMs), burstClients, cold.burstMs)
 
-		idle, err := idleFootprint(ctx, cfg, echoBin, dir)
+		b, err := burst(ctx, cfg, bins.echo, dir)
 		if err != nil {
 			return res, err
 		}
-		res.Extras.IdleProcs, res.Extras.IdleRSSKiB, res.Extras.IdlePSSKiB = idle.procs, idle.rssKiB, idle.pssKiB
+		e.BurstAllEchoedMs, e.BurstPeakChildren, e.BurstErrors = b.allEchoedMs, b.peakChildren, b.errors
+		progress("burst: all echoed in %.0f ms, peak %d children, %d errors", b.allEchoedMs, b.peakChildren, b.errors)
+		e.BurstOverColdStart = ratio(e.BurstAllEchoedMs, e.ColdStartBurstMs)
+		e.ReplaceOverColdStart = ratio(e.ReplaceMs, e.ColdStart1Ms)
+
+		idle, err := idleFootprint(ctx, cfg, bins.echo, dir)
+		if err != nil {
+			return res, err
+		}
+		e.IdleProcs, e.IdleRSSKiB, e.IdlePSSKiB = idle.procs, idle.rssKiB, idle.pssKiB
 		progress("idle: %d processes, RSS %s MiB, PSS %s MiB", idle.procs, mib(idle.rssKiB), mib(idle.pssKiB))
 	}
 	return res, nil
 }
 
 // measureRow runs one row of load against the server whose master is pid,
-// and samples the server's process tree before and after.
-func measureRow(ctx context.Context, cfg config, mode string, conc, pid int, addr string) (figures, error) {
+// and samples the server's process tree before and after. For a prefork
+// server it also counts the master's children during the row.
+func measureRow(ctx context.Context, cfg config, mode string, conc, pid int, addr string, prefork bool) (figures, error) {
 	before, err := sampleTree(pid, false)
 	if err != nil {
 		return figures{}, err
 	}
+	var watch *childWatch
+	if prefork {
+		watch = watchChildren(pid)
+	}
 	load := runLoad(ctx, mode, addr, conc, cfg.Duration, cfg.MaxRequests)
+	peak := 0
+	if watch != nil {
+		peak = watch.stop()
+	}
 	if err := ctx.Err(); err != nil {
 		return figures{}, err
 	}
@@ -333,6 +479,11 @@ func measureRow(ctx context.Context, cfg config, mode string, conc, pid int, add
 		Procs:    after.procs,
 		RSSKiB:   after.rssKiB,
 		PSSKiB:   after.pssKiB,
+	}
+	if prefork {
+		// The tree's samples are the master and its live children.
+		start, end := before.procs-1, after.procs-1
+		f.Children = &poolSize{Start: start, Peak: max(peak, start, end), End: end}
 	}
 	if load.firstErr != nil {
 		f.ErrorSample = load.firstErr.Error()
@@ -361,7 +512,10 @@ func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsec
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func progressRow(mode string, conc int, server string, f figures) {
-	msg := fmt.Sprintf("%-13s c=%-3d %s %9.0f req/s, %d errors", mode, conc, server, f.RPS, f.Errors)
+	msg := fmt.Sprintf("%-13s c=%-3d %-8s %9.0f req/s, %d errors", mode, conc, server, f.RPS, f.Errors)
+	if f.Children != nil {
+		msg += ", children " + f.Children.String()
+	}
 	if f.ErrorSample != "" {
 		msg += " (one: " + f.ErrorSample + ")"
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // clockTicks is the unit of the times in /proc/PID/stat, sysconf(CLK_TCK):
@@ -86,6 +87,47 @@ func liveChildren(master int) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// childWatchEvery is how often a childWatch counts a master's children.
+// Each count reads the stat file of every process on the machine, and the
+// load and the server under test need the CPUs: 20 counts a second see a
+// pool that grows for a burst and do not cost much.
+const childWatchEvery = 50 * time.Millisecond
+
+// childWatch counts the live children of a master every childWatchEvery,
+// and keeps the largest count.
+type childWatch struct {
+	done chan struct{}
+	peak chan int
+}
+
+// watchChildren starts counting the children of master until stop.
+func watchChildren(master int) *childWatch {
+	w := &childWatch{done: make(chan struct{}), peak: make(chan int, 1)}
+	go func() {
+		most := 0
+		tick := time.NewTicker(childWatchEvery)
+		defer tick.Stop()
+		for {
+			if n, err := liveChildren(master); err == nil {
+				most = max(most, n)
+			}
+			select {
+			case <-tick.C:
+			case <-w.done:
+				w.peak <- most
+				return
+			}
+		}
+	}()
+	return w
+}
+
+// stop ends the counting and returns the largest count. Call it once.
+func (w *childWatch) stop() int {
+	close(w.done)
+	return <-w.peak
 }
 
 // treeSample is a server's process tree at one moment.

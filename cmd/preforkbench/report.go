@@ -7,6 +7,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/prefork-go/prefork/cmd/preforkbench/internal/iobackend"
 )
 
 // report is what is printed and written as JSON: the medians over the runs,
@@ -32,6 +34,20 @@ type row struct {
 	Ceiling        figures `json:"ceiling"`
 	RPSRatio       float64 `json:"rps_ratio"`         // prefork / ceiling
 	CPUPerReqRatio float64 `json:"cpu_per_req_ratio"` // prefork / ceiling
+
+	// The sweep's figures, for tcp-conn rows: fixed pools of the same
+	// program, and the ratios of Prefork to the one with the most
+	// requests/s.
+	Fixed             []fixedRun `json:"fixed_pools,omitempty"`
+	BestFixed         int        `json:"best_fixed_pool,omitempty"`      // its number of children
+	RPSRatioBestFixed float64    `json:"rps_ratio_best_fixed,omitempty"` // prefork / best fixed pool
+	P99RatioBestFixed float64    `json:"p99_ratio_best_fixed,omitempty"` // prefork / the same pool
+}
+
+// fixedRun is a fixed pool's figures for one row.
+type fixedRun struct {
+	Servers int     `json:"servers"` // min = max
+	Figures figures `json:"figures"`
 }
 
 // figures are one server's, for one row.
@@ -48,6 +64,20 @@ type figures struct {
 	Procs       int     `json:"processes"`      // at the end of the row
 	RSSKiB      int64   `json:"rss_kib"`
 	PSSKiB      int64   `json:"pss_kib"`
+	// Children is the size of a prefork server's pool during the row.
+	Children *poolSize `json:"children,omitempty"`
+}
+
+// poolSize is the number of live children of a master over a row.
+type poolSize struct {
+	Start int `json:"start"`
+	Peak  int `json:"peak"` // of the counts every childWatchEvery, start and end
+	End   int `json:"end"`
+}
+
+// String is "start/peak/end".
+func (p poolSize) String() string {
+	return fmt.Sprintf("%d/%d/%d", p.Start, p.Peak, p.End)
 }
 
 // extras are the prefork server's own measurements.
@@ -61,6 +91,15 @@ type extras struct {
 	IdleProcs         int       `json:"idle_processes"`
 	IdleRSSKiB        int64     `json:"idle_rss_kib"`
 	IdlePSSKiB        int64     `json:"idle_pss_kib"`
+
+	// The reference: a small static Go program without the library,
+	// from its start until it printed a line.
+	ColdStart1Ms        float64   `json:"cold_start_1_ms"` // median of the samples
+	ColdStart1SamplesMs []float64 `json:"cold_start_1_samples_ms,omitempty"`
+	ColdStartBurstMs    float64   `json:"cold_start_30_parallel_ms"`
+	// The prefork server against the reference.
+	BurstOverColdStart   float64 `json:"burst_all_echoed_over_cold_start_30"`
+	ReplaceOverColdStart float64 `json:"replace_over_cold_start_1"`
 }
 
 // summarize takes the median of each figure over the runs. The ratios are
@@ -73,14 +112,29 @@ func summarize(cfg config, runs []runResult) report {
 			rows[k] = r.Rows[i]
 		}
 		m := func(get func(row) float64) float64 { return medianOf(rows, get) }
-		rep.Rows = append(rep.Rows, row{
+		sr := row{
 			Mode:           rows[0].Mode,
 			Concurrency:    rows[0].Concurrency,
 			Prefork:        medianFigures(rows, func(r row) figures { return r.Prefork }),
 			Ceiling:        medianFigures(rows, func(r row) figures { return r.Ceiling }),
 			RPSRatio:       m(func(r row) float64 { return r.RPSRatio }),
 			CPUPerReqRatio: m(func(r row) float64 { return r.CPUPerReqRatio }),
-		})
+		}
+		for j, f := range rows[0].Fixed {
+			sr.Fixed = append(sr.Fixed, fixedRun{
+				Servers: f.Servers,
+				Figures: medianFigures(rows, func(r row) figures { return r.Fixed[j].Figures }),
+			})
+		}
+		// The best pool is the one with the best median; each run is
+		// compared with its own measurement of that pool, so that the
+		// ratios always name the same pool.
+		if best := bestFixed(sr.Fixed); best >= 0 {
+			sr.BestFixed = sr.Fixed[best].Servers
+			sr.RPSRatioBestFixed = m(func(r row) float64 { return ratio(r.Prefork.RPS, r.Fixed[best].Figures.RPS) })
+			sr.P99RatioBestFixed = m(func(r row) float64 { return ratio(r.Prefork.P99Us, r.Fixed[best].Figures.P99Us) })
+		}
+		rep.Rows = append(rep.Rows, sr)
 	}
 	if runs[0].Extras != nil {
 		es := make([]extras, len(runs))
@@ -97,6 +151,11 @@ func summarize(cfg config, runs []runResult) report {
 			IdleProcs:         int(m(func(e extras) float64 { return float64(e.IdleProcs) })),
 			IdleRSSKiB:        int64(m(func(e extras) float64 { return float64(e.IdleRSSKiB) })),
 			IdlePSSKiB:        int64(m(func(e extras) float64 { return float64(e.IdlePSSKiB) })),
+
+			ColdStart1Ms:         m(func(e extras) float64 { return e.ColdStart1Ms }),
+			ColdStartBurstMs:     m(func(e extras) float64 { return e.ColdStartBurstMs }),
+			BurstOverColdStart:   m(func(e extras) float64 { return e.BurstOverColdStart }),
+			ReplaceOverColdStart: m(func(e extras) float64 { return e.ReplaceOverColdStart }),
 		}
 	}
 	return rep
@@ -108,6 +167,14 @@ func medianFigures(rows []row, get func(row) figures) figures {
 		fs[i] = get(r)
 	}
 	m := func(get func(figures) float64) float64 { return medianOf(fs, get) }
+	var children *poolSize
+	if fs[0].Children != nil {
+		children = &poolSize{
+			Start: int(m(func(f figures) float64 { return float64(f.Children.Start) })),
+			Peak:  int(m(func(f figures) float64 { return float64(f.Children.Peak) })),
+			End:   int(m(func(f figures) float64 { return float64(f.Children.End) })),
+		}
+	}
 	return figures{
 		Requests:    int(m(func(f figures) float64 { return float64(f.Requests) })),
 		Errors:      int(m(func(f figures) float64 { return float64(f.Errors) })),
@@ -121,6 +188,7 @@ func medianFigures(rows []row, get func(row) figures) figures {
 		Procs:       int(m(func(f figures) float64 { return float64(f.Procs) })),
 		RSSKiB:      int64(m(func(f figures) float64 { return float64(f.RSSKiB) })),
 		PSSKiB:      int64(m(func(f figures) float64 { return float64(f.PSSKiB) })),
+		Children:    children,
 	}
 }
 
@@ -167,31 +235,24 @@ func printReport(w io.Writer, rep report) {
 	} else {
 		fmt.Fprintf(w, "1 run\n")
 	}
-	fmt.Fprintf(w, "prefork: examples/echo -min-servers %d -max-servers %d -min-spare-servers %d -max-spare-servers %d",
-		cfg.Pool.Min, cfg.Pool.Max, cfg.Pool.MinSpare, cfg.Pool.MaxSpare)
-	if cfg.ServerMaxRequests > 0 {
-		fmt.Fprintf(w, " -max-requests %d", cfg.ServerMaxRequests)
+	fmt.Fprintf(w, "prefork: examples/echo %s\n", poolFlags(cfg, cfg.Pool))
+	if slices.Contains(cfg.Modes, "io") {
+		fmt.Fprintf(w, "prefork, io: internal/ioserver %s, one backend connection per child\n", poolFlags(cfg, cfg.IOPool))
+		fmt.Fprintf(w, "io backend: a separate process that answers each line after %v (its CPU counts for neither server)\n", iobackend.Delay)
 	}
-	if cfg.ReusePort {
-		fmt.Fprintf(w, " -reuse-port")
+	fmt.Fprintf(w, "ceiling: goroutine per connection, no prefork")
+	if slices.Contains(cfg.Modes, "io") {
+		fmt.Fprintf(w, "; io: one backend connection per client connection")
 	}
-	fmt.Fprintf(w, "\nceiling: goroutine per connection, no prefork\n\n")
+	fmt.Fprintf(w, "\n\n")
 
-	const rowFormat = "%-13s %4s  %-7s %9s %8s %8s %7s %10s %5s %8s %8s\n"
-	fmt.Fprintf(w, rowFormat, "mode", "conc", "server", "req/s", "p50 us", "p99 us", "errors", "cpu us/req", "procs", "RSS MiB", "PSS MiB")
-	fmt.Fprintln(w, strings.Repeat("-", 98))
+	fmt.Fprintf(w, rowFormat, "mode", "conc", "server", "req/s", "p50 us", "p99 us", "errors", "cpu us/req", "procs", "RSS MiB", "PSS MiB", "children")
+	fmt.Fprintln(w, strings.Repeat("-", 113))
 	for _, r := range rep.Rows {
-		for _, s := range []struct {
-			name string
-			f    figures
-		}{{"prefork", r.Prefork}, {"ceiling", r.Ceiling}} {
-			f := s.f
-			fmt.Fprintf(w, rowFormat, r.Mode, fmt.Sprint(r.Concurrency), s.name,
-				fmt.Sprintf("%.0f", f.RPS), fmt.Sprintf("%.0f", f.P50Us), fmt.Sprintf("%.0f", f.P99Us),
-				fmt.Sprint(f.Errors), orDash(f.CPUPerReqUs, "%.1f"), fmt.Sprint(f.Procs),
-				mib(f.RSSKiB), mib(f.PSSKiB))
-		}
+		printFigures(w, r, "prefork", r.Prefork)
+		printFigures(w, r, "ceiling", r.Ceiling)
 	}
+	fmt.Fprintf(w, "children: the master's live children at the start of the row / peak (counted every %v) / at the end\n", childWatchEvery)
 
 	fmt.Fprintf(w, "\nprefork / ceiling, same run\n")
 	const ratioFormat = "%-13s %4s  %7s %9s\n"
@@ -202,17 +263,84 @@ func printReport(w io.Writer, rep report) {
 			orDash(r.RPSRatio, "%.2f"), orDash(r.CPUPerReqRatio, "%.2f"))
 	}
 
+	printSweep(w, rep)
+
 	if e := rep.Extras; e != nil {
 		fmt.Fprintf(w, "\nprefork server alone\n")
-		fmt.Fprintf(w, "%-52s %8.0f ms\n", fmt.Sprintf("start to %d children ready (listening -> pool ready)", cfg.Pool.Min), e.StartupMs)
-		fmt.Fprintf(w, "%-52s %8.1f ms\n", "replace a SIGKILLed idle child (median of 5)", e.ReplaceMs)
-		fmt.Fprintf(w, "%-52s %8.0f ms\n", fmt.Sprintf("burst: %d clients at once, all echoed after", burstClients), e.BurstAllEchoedMs)
-		fmt.Fprintf(w, "%-52s %8d (errors: %d)\n",
+		fmt.Fprintf(w, "%-56s %8.0f ms\n", fmt.Sprintf("start to %d children ready (listening -> pool ready)", cfg.Pool.Min), e.StartupMs)
+		fmt.Fprintf(w, "%-56s %8.2f ms\n", "replace a SIGKILLed idle child (median of 5)", e.ReplaceMs)
+		fmt.Fprintf(w, "%-56s %8.0f ms\n", fmt.Sprintf("burst: %d clients at once, all echoed after", burstClients), e.BurstAllEchoedMs)
+		fmt.Fprintf(w, "%-56s %8d (errors: %d)\n",
 			fmt.Sprintf("burst: peak children (pool %d..%d)", burstPool.Min, burstPool.Max), e.BurstPeakChildren, e.BurstErrors)
-		fmt.Fprintf(w, "%-52s %8d\n", fmt.Sprintf("idle %d children after %v: processes", idlePool.Min, idleWait), e.IdleProcs)
-		fmt.Fprintf(w, "%-52s %8s MiB\n", "idle: RSS, summed", mib(e.IdleRSSKiB))
-		fmt.Fprintf(w, "%-52s %8s MiB\n", "idle: PSS, summed", mib(e.IdlePSSKiB))
+		fmt.Fprintf(w, "%-56s %8d\n", fmt.Sprintf("idle %d children after %v: processes", idlePool.Min, idleWait), e.IdleProcs)
+		fmt.Fprintf(w, "%-56s %8s MiB\n", "idle: RSS, summed", mib(e.IdleRSSKiB))
+		fmt.Fprintf(w, "%-56s %8s MiB\n", "idle: PSS, summed", mib(e.IdlePSSKiB))
+
+		fmt.Fprintf(w, "\nreference: a static Go program without the library, start until its first line\n")
+		fmt.Fprintf(w, "%-56s %8.2f ms\n", fmt.Sprintf("cold start of 1 (median of %d)", coldStartOnes), e.ColdStart1Ms)
+		fmt.Fprintf(w, "%-56s %8.2f ms\n", fmt.Sprintf("cold start of %d in parallel, all printed (median of %d)", burstClients, coldStartBursts), e.ColdStartBurstMs)
+		fmt.Fprintf(w, "%-56s %8s\n", fmt.Sprintf("burst all echoed / cold start of %d", burstClients), orDash(e.BurstOverColdStart, "%.2f"))
+		fmt.Fprintf(w, "%-56s %8s\n", "replace a killed child / cold start of 1", orDash(e.ReplaceOverColdStart, "%.2f"))
 	}
+}
+
+// rowFormat is a line of the table of figures: mode, concurrency, server,
+// then the figures.
+const rowFormat = "%-13s %4s  %-8s %8s %8s %8s %7s %10s %5s %8s %8s %14s\n"
+
+// printFigures writes one server's figures for row r.
+func printFigures(w io.Writer, r row, server string, f figures) {
+	children := "-"
+	if f.Children != nil {
+		children = f.Children.String()
+	}
+	fmt.Fprintf(w, rowFormat, r.Mode, fmt.Sprint(r.Concurrency), server,
+		fmt.Sprintf("%.0f", f.RPS), fmt.Sprintf("%.0f", f.P50Us), fmt.Sprintf("%.0f", f.P99Us),
+		fmt.Sprint(f.Errors), orDash(f.CPUPerReqUs, "%.1f"), fmt.Sprint(f.Procs),
+		mib(f.RSSKiB), mib(f.PSSKiB), children)
+}
+
+// printSweep writes the fixed pools' figures and our pool's ratios to the
+// best of them, if the sweep ran.
+func printSweep(w io.Writer, rep report) {
+	swept := slices.ContainsFunc(rep.Rows, func(r row) bool { return len(r.Fixed) > 0 })
+	if !swept {
+		return
+	}
+	cfg := rep.Config
+	fmt.Fprintf(w, "\nfixed pools: examples/echo with -min-servers = -max-servers = N, same run\n")
+	fmt.Fprintf(w, rowFormat, "mode", "conc", "server", "req/s", "p50 us", "p99 us", "errors", "cpu us/req", "procs", "RSS MiB", "PSS MiB", "children")
+	fmt.Fprintln(w, strings.Repeat("-", 113))
+	for _, r := range rep.Rows {
+		for _, f := range r.Fixed {
+			printFigures(w, r, fmt.Sprintf("fixed-%d", f.Servers), f.Figures)
+		}
+	}
+
+	fmt.Fprintf(w, "\nprefork (pool %d..%d) / the fixed pool with the most req/s, same run\n", cfg.Pool.Min, cfg.Pool.Max)
+	const format = "%-13s %4s  %-10s %7s %7s\n"
+	fmt.Fprintf(w, format, "mode", "conc", "best pool", "req/s", "p99")
+	fmt.Fprintln(w, strings.Repeat("-", 45))
+	for _, r := range rep.Rows {
+		if len(r.Fixed) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, format, r.Mode, fmt.Sprint(r.Concurrency), fmt.Sprintf("fixed-%d", r.BestFixed),
+			orDash(r.RPSRatioBestFixed, "%.2f"), orDash(r.P99RatioBestFixed, "%.2f"))
+	}
+}
+
+// poolFlags are the flags that size a prefork server with pool p.
+func poolFlags(cfg config, p pool) string {
+	s := fmt.Sprintf("-min-servers %d -max-servers %d -min-spare-servers %d -max-spare-servers %d",
+		p.Min, p.Max, p.MinSpare, p.MaxSpare)
+	if cfg.ServerMaxRequests > 0 {
+		s += fmt.Sprintf(" -max-requests %d", cfg.ServerMaxRequests)
+	}
+	if cfg.ReusePort {
+		s += " -reuse-port"
+	}
+	return s
 }
 
 // orDash formats v, or "-" for 0, which stands for "not measurable" (a ratio

@@ -28,7 +28,8 @@ var (
 	listeningRE  = regexp.MustCompile(`msg="prefork: (listening|children listen with SO_REUSEPORT)"`)
 	poolReadyRE  = regexp.MustCompile(`msg="prefork: pool ready"`)
 	childReadyRE = regexp.MustCompile(`msg="prefork: child ready" pid=(\d+)`)
-	ceilingRE    = regexp.MustCompile(`ceiling: listening tcp=(\S+) udp=(\S+)`)
+	ceilingRE    = regexp.MustCompile(`ceiling: listening tcp=(\S+) udp=(\S+) io=(\S+)`)
+	backendRE    = regexp.MustCompile(`backend: listening tcp=(\S+)`)
 	logTimeRE    = regexp.MustCompile(`^time=(\S+)`)
 )
 
@@ -39,6 +40,7 @@ type server struct {
 	pid     int // also the process group's id
 	addr    string
 	udpAddr string // the ceiling's UDP address
+	ioAddr  string // the ceiling's address for the io mode
 	logPath string
 	done    chan struct{} // closed once the process is reaped
 	once    sync.Once
@@ -103,8 +105,27 @@ func startPrefork(ctx context.Context, cfg config, echoBin, dir, name, network s
 	if err != nil {
 		return nil, err
 	}
+	args := append(serverArgs(cfg, addr, p), "-proto", network)
+	return launchPrefork(ctx, name, echoBin, dir, addr, args)
+}
+
+// startIOPrefork starts the io mode's prefork server, with the io pool, on
+// a free loopback port, and waits until its pool is ready.
+func startIOPrefork(ctx context.Context, cfg config, ioBin, dir, backendAddr string) (*server, error) {
+	addr, err := freePort("tcp")
+	if err != nil {
+		return nil, err
+	}
+	args := append(serverArgs(cfg, addr, cfg.IOPool), "-backend", backendAddr)
+	return launchPrefork(ctx, "prefork-io", ioBin, dir, addr, args)
+}
+
+// serverArgs are the flags that examples/echo and the io server share. -v
+// makes them log each child's readiness, which the extras and the sweep
+// wait for.
+func serverArgs(cfg config, addr string, p pool) []string {
 	args := []string{
-		"-addr", addr, "-proto", network, "-v",
+		"-addr", addr, "-v",
 		"-min-servers", strconv.Itoa(p.Min), "-max-servers", strconv.Itoa(p.Max),
 		"-min-spare-servers", strconv.Itoa(p.MinSpare), "-max-spare-servers", strconv.Itoa(p.MaxSpare),
 		"-max-requests", strconv.Itoa(cfg.ServerMaxRequests),
@@ -112,7 +133,13 @@ func startPrefork(ctx context.Context, cfg config, echoBin, dir, name, network s
 	if cfg.ReusePort {
 		args = append(args, "-reuse-port")
 	}
-	s, err := startProcess(name, echoBin, args, nil, filepath.Join(dir, name+".log"))
+	return args
+}
+
+// launchPrefork starts a prefork server that listens on addr and waits
+// until its pool is ready.
+func launchPrefork(ctx context.Context, name, bin, dir, addr string, args []string) (*server, error) {
+	s, err := startProcess(name, bin, args, nil, filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
@@ -125,24 +152,49 @@ func startPrefork(ctx context.Context, cfg config, echoBin, dir, name, network s
 }
 
 // startCeiling runs this binary again as the ceiling server and waits for
-// the addresses it logs.
-func startCeiling(ctx context.Context, dir string) (*server, error) {
+// the addresses it logs. With a backendAddr, the ceiling also serves the io
+// mode.
+func startCeiling(ctx context.Context, dir, backendAddr string) (*server, error) {
+	env := []string{ceilingEnv + "=1"}
+	if backendAddr != "" {
+		env = append(env, ceilingBackendEnv+"="+backendAddr)
+	}
+	s, m, err := startSelf(ctx, "ceiling", env, dir, ceilingRE)
+	if err != nil {
+		return nil, err
+	}
+	s.addr, s.udpAddr, s.ioAddr = m[1], m[2], m[3]
+	return s, nil
+}
+
+// startBackend runs this binary again as the io mode's backend, the
+// database stand-in, and waits for the address it logs.
+func startBackend(ctx context.Context, dir string) (*server, error) {
+	s, m, err := startSelf(ctx, "backend", []string{backendEnv + "=1"}, dir, backendRE)
+	if err != nil {
+		return nil, err
+	}
+	s.addr = m[1]
+	return s, nil
+}
+
+// startSelf runs this binary again with env added to its environment, and
+// waits for a line of its log that matches re, whose submatches it returns.
+func startSelf(ctx context.Context, name string, env []string, dir string, re *regexp.Regexp) (*server, []string, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	s, err := startProcess("ceiling", exe, nil, []string{ceilingEnv + "=1"}, filepath.Join(dir, "ceiling.log"))
+	s, err := startProcess(name, exe, nil, env, filepath.Join(dir, name+".log"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	line, _, err := s.waitLog(ctx, ceilingRE, 0, readyTimeout)
+	line, _, err := s.waitLog(ctx, re, 0, readyTimeout)
 	if err != nil {
 		s.stop()
-		return nil, err
+		return nil, nil, err
 	}
-	m := ceilingRE.FindStringSubmatch(line)
-	s.addr, s.udpAddr = m[1], m[2]
-	return s, nil
+	return s, re.FindStringSubmatch(line), nil
 }
 
 // freePort returns a loopback address with a port that was free a moment
@@ -203,6 +255,63 @@ func (s *server) waitLog(ctx context.Context, re *regexp.Regexp, offset int64, t
 			return "", offset, ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// pollPause is the pause between two reads of a log in pollLog. time.Sleep
+// would not do: when the program has nothing else to run, the Go runtime
+// waits for its next timer in whole milliseconds, and a Sleep of 0.2 ms
+// lasts about 1.1 ms on Linux. nanosleep(2) blocks the thread instead, and
+// returns after about 0.28 ms.
+const pollPause = 200 * time.Microsecond
+
+// pollLog is waitLog with sub-millisecond resolution, for timings: it reads
+// the log every pollPause from offset on, until a complete line matches re,
+// and returns the time at which it read that line. It fails if the server
+// exits or timeout passes first.
+func (s *server) pollLog(ctx context.Context, re *regexp.Regexp, offset int64, timeout time.Duration) (time.Time, error) {
+	f, err := os.Open(s.logPath)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return time.Time{}, err
+	}
+	deadline := time.Now().Add(timeout)
+	pause := syscall.NsecToTimespec(int64(pollPause))
+	buf := make([]byte, 64<<10)
+	var partial []byte // read but not yet split into lines
+	for {
+		exited := s.exited() // before the read, as in waitLog
+		// A read at the end of the file returns io.EOF; a later one
+		// returns what was appended meanwhile.
+		n, err := f.Read(buf)
+		seen := time.Now()
+		if err != nil && err != io.EOF {
+			return time.Time{}, err
+		}
+		partial = append(partial, buf[:n]...)
+		for {
+			i := bytes.IndexByte(partial, '\n')
+			if i < 0 {
+				break
+			}
+			line := partial[:i]
+			partial = partial[i+1:]
+			if re.Match(line) {
+				return seen, nil
+			}
+		}
+		switch {
+		case exited:
+			return time.Time{}, fmt.Errorf("%s exited while waiting for %q in its log:\n%s", s.name, re, s.logTail())
+		case seen.After(deadline):
+			return time.Time{}, fmt.Errorf("%s: no %q in its log after %v:\n%s", s.name, re, timeout, s.logTail())
+		case ctx.Err() != nil:
+			return time.Time{}, ctx.Err()
+		}
+		syscall.Nanosleep(&pause, nil)
 	}
 }
 

@@ -1,0 +1,66 @@
+// Command ioserver is the prefork server of the benchmark's io mode: a
+// handler that waits on a database. Each child holds one connection to the
+// backend at -backend (a database stand-in that answers each line after
+// 10 ms), opened at its first request and opened again if it breaks; for
+// each line a client sends, the child asks the backend and writes the
+// answer back to the client. Its flags are those of examples/echo, TCP only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/prefork-go/prefork"
+	"github.com/prefork-go/prefork/cmd/preforkbench/internal/iobackend"
+)
+
+// relay is one child: its backend connection lives as long as the child
+// process, as a database connection of a prefork server does.
+type relay struct {
+	backend iobackend.Client
+}
+
+func (c *relay) ProcessRequest(ctx context.Context, r *prefork.Request) error {
+	if r.Conn == nil {
+		return errors.New("ioserver serves TCP only")
+	}
+	return iobackend.Relay(r.Conn, &c.backend)
+}
+
+// Shutdown closes the backend connection as the child exits.
+func (c *relay) Shutdown(ctx context.Context, err error) {
+	c.backend.Close()
+}
+
+func main() {
+	m := &prefork.Manager{}
+	backend := flag.String("backend", "", "address of the backend (host:port)")
+	flag.StringVar(&m.Addr, "addr", "127.0.0.1:9000", "address to listen on (host:port)")
+	flag.BoolVar(&m.ReusePort, "reuse-port", false, "each child binds its own socket with SO_REUSEPORT")
+	flag.IntVar(&m.MinServers, "min-servers", prefork.DefaultMinServers, "least number of children")
+	flag.IntVar(&m.MaxServers, "max-servers", prefork.DefaultMaxServers, "most number of children")
+	flag.IntVar(&m.MinSpareServers, "min-spare-servers", prefork.DefaultMinSpareServers, "least number of idle children")
+	flag.IntVar(&m.MaxSpareServers, "max-spare-servers", prefork.DefaultMaxSpareServers, "most number of idle children")
+	flag.IntVar(&m.MaxRequests, "max-requests", 0, "requests a child serves before it is replaced (0: no limit)")
+	verbose := flag.Bool("v", false, "log children's starts and exits")
+	flag.Parse()
+	if *backend == "" {
+		fmt.Fprintln(os.Stderr, "ioserver: -backend is required")
+		os.Exit(2)
+	}
+	m.NewChild = func() prefork.Child { return &relay{backend: iobackend.Client{Addr: *backend}} }
+
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	m.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := m.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "ioserver:", err)
+		os.Exit(1)
+	}
+}
