@@ -51,6 +51,7 @@ type worker struct {
 	hardStop context.CancelFunc
 
 	retired   atomic.Bool   // the master sent Retire
+	park      atomic.Bool   // the master sent Park, and no Unpark since
 	stopping  chan struct{} // closed when a graceful stop begins
 	stopCause error         // why; written before stopping is closed
 
@@ -61,8 +62,8 @@ type worker struct {
 
 	maxRequests int // MaxRequests plus this child's jitter
 	served      int
-	reported    wire.Kind
-	announced   bool // the master knows the child is ready
+	reported    uint32 // the state last put on the board
+	announced   bool   // the master knows the child is ready
 	buf         [wire.RecordSize]byte
 	spurious    int // wake-ups that found no request
 }
@@ -143,6 +144,7 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 		return fmt.Errorf("prefork: %w", err)
 	}
 	defer w.waiter.Close()
+	w.waiter.MarkWaits(w.board.Waiting(w.slot))
 	if w.poller, err = sys.NewPoller(w.fd, w.waiter); err != nil {
 		return fmt.Errorf("prefork: %w", err)
 	}
@@ -181,7 +183,7 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 		}
 	}
 	err = w.serve()
-	w.report(wire.Retiring)
+	w.report(board.Leaving)
 	// A child that leaves a socket of its own serves what is queued on it,
 	// which would be lost. When the pool stops, the children serve what is
 	// queued on the shared socket too, once the master has closed it to
@@ -328,7 +330,27 @@ func (w *worker) serve() error {
 			return nil
 		}
 		if !queued {
-			w.report(wire.Idle)
+			parked, err := w.followPark()
+			if err != nil {
+				return err
+			}
+			if parked {
+				// The kernel may have woken this child for a connection
+				// just before it stopped listening, and will not wake
+				// another for it: take it.
+				if r, err := w.next(); err != nil || r != nil {
+					if err == nil {
+						err = w.serveOne(r)
+					}
+					if err != nil {
+						return err
+					}
+					continue
+				}
+				w.report(board.Parked)
+			} else {
+				w.report(board.Idle)
+			}
 			listenerReady, err := w.poller.Wait()
 			if err != nil {
 				return fmt.Errorf("prefork: %w", err)
@@ -354,6 +376,16 @@ func (w *worker) serve() error {
 	}
 }
 
+// followPark makes the child watch the listener, or stop watching it, as the
+// master last asked; it reports whether the child is parked.
+func (w *worker) followPark() (parked bool, err error) {
+	parked = w.park.Load()
+	if err := w.poller.Listen(!parked); err != nil {
+		return false, fmt.Errorf("prefork: %w", err)
+	}
+	return parked, nil
+}
+
 // serveQueue serves what is still queued on the listener before the child
 // leaves, until the queue is empty, for at most killGrace: under steady
 // load a queue that still takes connections never empties.
@@ -369,7 +401,7 @@ func (w *worker) serveQueue() {
 }
 
 func (w *worker) serveOne(r *Request) error {
-	w.report(wire.Busy)
+	w.report(board.Busy)
 	err := w.handle(r)
 	w.served++
 	return err
@@ -436,40 +468,52 @@ func (w *worker) readRecords() {
 			w.retire()
 		case rec.Kind == wire.Stop:
 			w.beginStop(nil)
+		case rec.Kind == wire.Park, rec.Kind == wire.Unpark:
+			w.park.Store(rec.Kind == wire.Park)
+			w.waiter.Wake() // to wait again, with or without the listener
 		}
 	}
 }
 
 // report records the child's state on the scoreboard, once per change. The
 // master hears of it over the status socket only when the child becomes
-// ready, when it leaves, and when taking a request leaves fewer idle
-// children than MinSpareServers (and the pool has room for more): the
-// requests in between cost the master nothing.
-func (w *worker) report(kind wire.Kind) {
-	if kind == wire.Busy {
+// ready, when it leaves, and when it takes a request while the master has
+// armed the alarm (nothing was busy, and the master stopped watching the
+// board): the requests in between cost the master nothing.
+func (w *worker) report(state uint32) {
+	if state == board.Busy {
 		w.board.SetBusy(w.slot) // for every request: RequestTimeout counts from here
-		if w.reported == wire.Retiring {
-			return // serving its own socket's queue on the way out
+		if w.reported != board.Leaving && w.board.Alarm() {
+			w.send(wire.Busy)
 		}
-	}
-	if w.reported == kind {
+		if w.reported != board.Leaving { // serving its own socket's queue on the way out
+			w.reported = state
+		}
 		return
 	}
-	w.reported = kind
-	switch kind {
-	case wire.Idle:
-		w.board.SetIdle(w.slot, w.served)
-		if w.announced {
-			return
-		}
-		w.announced = true
-	case wire.Busy:
-		if !w.board.Short(w.cfg.minSpare) {
-			return
-		}
-	case wire.Retiring:
-		w.board.SetLeaving(w.slot, w.served)
+	if w.reported == state {
+		return
 	}
+	w.reported = state
+	switch state {
+	case board.Idle, board.Parked:
+		if state == board.Idle {
+			w.board.SetIdle(w.slot, w.served)
+		} else {
+			w.board.SetParked(w.slot, w.served)
+		}
+		if !w.announced {
+			w.announced = true
+			w.send(wire.Idle)
+		}
+	case board.Leaving:
+		w.board.SetLeaving(w.slot, w.served)
+		w.send(wire.Retiring)
+	}
+}
+
+// send writes a record to the master.
+func (w *worker) send(kind wire.Kind) {
 	rec := wire.Record{Kind: kind, Served: uint32(w.served)}
 	if _, err := w.status.Write(wire.Encode(&w.buf, rec)); err != nil {
 		w.beginStop(ErrMasterGone)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -21,38 +22,66 @@ import (
 // from its cancelled request before it is killed.
 const killGrace = time.Second
 
+// phase is where a child is in its life, as the master sees it. It changes
+// only through master.setPhase.
+type phase uint8
+
+const (
+	starting phase = iota // started; not ready yet
+	serving               // ready, and takes requests: the board says idle or busy
+	parked                // ready, kept spare, out of the listener's queue
+	leaving               // said it leaves, untold (MaxRequests)
+	retiring              // told to retire: takes no new request
+	stopping              // told to stop with the pool
+	timedOut              // sent SIGTERM for RequestTimeout
+	killed                // sent SIGKILL
+)
+
+var phaseNames = [...]string{"starting", "serving", "parked", "leaving", "retiring", "stopping", "timed out", "killed"}
+
+func (p phase) String() string { return phaseNames[p] }
+
 // child is the master's record of one child process. Whether it is idle
-// or busy is on the board, in its slot.
+// or busy is on the board, in its slot. Events name the record, not the
+// pid: an exited child's pid may already be another's.
 type child struct {
-	pid      int
-	slot     int
-	cmd      *exec.Cmd
-	status   *os.File  // the master's end of the status socket
-	ready    bool      // it has reported for duty
-	leaving  bool      // it said it is leaving (Retiring)
-	told     wire.Kind // Retire or Stop, once sent
-	timedOut bool      // stopped by the master for RequestTimeout
-	old      bool      // to be replaced by RestartChildren
-	failed   string    // the error the child reported before it exited
+	pid        int // 0 until the child has started
+	proc       *os.Process
+	slot       int
+	phase      phase
+	generation int    // the restart it was started in; older ones are replaced
+	startPhase phase  // serving, or parked: what it is once ready
+	failed     string // the error the child reported before it exited
 
 	started    time.Time
 	readyAt    time.Time
 	begun      uint64    // the board's count of requests begun, when last seen
 	busySince  time.Time // when the master first saw the current request
 	terminated time.Time // when the master sent SIGTERM for RequestTimeout
-	killed     bool
+	seen       uint64    // the board's count of requests begun, for stuck children
+	moved      time.Time // when it last took a request, or nothing waited for it
+	stuck      bool      // logged as stuck
+	cmd        *exec.Cmd
+	status     *os.File // the master's end of the status socket
 }
 
-// active reports whether the child takes requests, or will once ready.
-func (c *child) active() bool { return c.told == 0 && !c.leaving && !c.timedOut }
+// active reports whether the child takes requests, or will.
+func (c *child) active() bool { return c.phase <= parked }
 
-// event is what a child's watcher goroutine reports to the master's loop.
+// untold reports whether the master has not asked the child to go.
+func (c *child) untold() bool { return c.phase <= leaving }
+
+// ready reports whether the child has reported for duty.
+func (c *child) ready() bool { return c.phase != starting && !c.readyAt.IsZero() }
+
+// event is what a child's watcher, or the spawner, reports to the loop.
 type event struct {
-	pid    int
-	rec    wire.Record
-	bad    error // a malformed record
-	exited bool
-	err    error // how the child exited, when exited
+	c       *child
+	started bool  // the spawner started it (or failed to: err)
+	rec     wire.Record
+	bad     error // a malformed record
+	exited  bool
+	err     error // how the child exited, or why it could not start
 }
 
 type master struct {
@@ -60,13 +89,14 @@ type master struct {
 	log      *slog.Logger
 	ctx      context.Context
 	listener *os.File
+	listenFD int // the listener's descriptor, for reading its queue
 	board    *board.Board
 	boardFD  *os.File // the board's file, for children to map
 	slots    []bool   // which board slots belong to a child: the master's own record
 	exe      string
 	env      []string
 	spawner  *spawner
-	children map[int]*child
+	children []*child // oldest first
 	events   chan event
 	askMu    sync.Mutex
 	asked    []SignalAction // by Manager's methods, for the loop
@@ -79,8 +109,14 @@ type master struct {
 	lastFailure time.Time // when the last of them exited
 	nextSpawn   time.Time // no start before this, after failures
 	stopping    bool
+	generation  int   // RestartChildren replaces the children of earlier ones
 	restarting  bool  // some children are due for replacement
 	stopErr     error // what Run returns
+
+	policy    policy
+	begunGone uint64   // requests begun by children that have exited
+	watching  bool     // the loop looks at the pool every tick: something is busy
+	load     loadView // what the master last saw of the machine
 }
 
 func newMaster(ctx context.Context, cfg config) *master {
@@ -88,7 +124,6 @@ func newMaster(ctx context.Context, cfg config) *master {
 		cfg:      cfg,
 		log:      cfg.logger,
 		ctx:      ctx,
-		children: make(map[int]*child),
 		events:   make(chan event, 64),
 		askWake:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -128,6 +163,9 @@ func (ms *master) run() error {
 			return fmt.Errorf("prefork: listen on %s %s: %w", cfg.network, cfg.addr, err)
 		}
 		ms.listener = listener
+		if ms.listenFD, err = sys.FD(listener); err != nil {
+			return fmt.Errorf("prefork: %w", err)
+		}
 		// The socket stays open until every child is gone (connections
 		// waiting in its queue would be reset), and its file goes with it.
 		defer sys.RemoveSocketFile(cfg.network, cfg.addr)
@@ -162,9 +200,16 @@ func (ms *master) run() error {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
 	ms.env = childEnv([]wire.Listener{handed}, ms.cfg.childMaxProcs)
-	ms.spawner = startSpawner()
+	ms.spawner = startSpawner(cfg.maxServers)
 	defer ms.spawner.stop()
 
+	ms.policy = policy{
+		minServers: cfg.minServers, maxServers: cfg.maxServers,
+		minSpare: cfg.minSpare, maxSpare: cfg.maxSpare,
+		// Parking needs a queue to watch: a parked child takes nothing
+		// from it, and the master unparks it when connections wait.
+		canPark: ms.listener != nil && sys.Queued(ms.listenFD, cfg.network) >= 0,
+	}
 	if err := callHook("PreInitChildren", hooks.PreInitChildren, ctx); err != nil {
 		return err
 	}
@@ -187,6 +232,10 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	hooks := ms.cfg.hooks
 	retireTick := time.NewTicker(retireInterval)
 	defer retireTick.Stop()
+	// While children are busy the loop looks at the pool every
+	// watchInterval; while none is, the board's alarm wakes it.
+	watchTick := time.NewTicker(watchInterval)
+	defer watchTick.Stop()
 	var timeoutTick <-chan time.Time
 	if ms.cfg.requestTimeout > 0 {
 		t := time.NewTicker(timeoutCheckInterval)
@@ -199,9 +248,13 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	signalStops := 0
 
 	for !ms.stopping || len(ms.children) > 0 {
-		ms.replaceOld()
-		spawnTimer = ms.scale(spawnTimer)
-		if !initialized && !ms.stopping && ms.census().ready >= ms.cfg.minServers {
+		spawnTimer = ms.maintain(spawnTimer)
+		if ms.watching {
+			watchTick.Reset(watchInterval)
+		} else {
+			watchTick.Stop()
+		}
+		if !initialized && !ms.stopping && ms.readyCount() >= ms.cfg.minServers {
 			initialized = true
 			ms.log.Info("prefork: pool ready", "children", len(ms.children))
 			err := callHook("PostInitChildren", hooks.PostInitChildren, ms.ctx)
@@ -240,7 +293,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			ms.log.Info("prefork: context done, stopping", "cause", context.Cause(ms.ctx))
 			ms.stop(ActionStop, nil)
 		case <-retireTick.C:
-			ms.retireSurplus()
+		case <-watchTick.C:
 		case <-timeoutTick:
 			ms.enforceRequestTimeout()
 		case <-ms.askWake:
@@ -288,7 +341,7 @@ func (ms *master) stop(action SignalAction, err error) {
 			ms.stopping = true
 			ms.closeIntake()
 			for _, c := range ms.children {
-				ms.tell(c, wire.Stop)
+				ms.setPhase(c, stopping)
 			}
 		}
 	case ActionStopNow:
@@ -301,41 +354,105 @@ func (ms *master) stop(action SignalAction, err error) {
 
 func (ms *master) killAll() {
 	for _, c := range ms.children {
-		c.cmd.Process.Kill()
+		ms.setPhase(c, killed)
 	}
 }
 
-func (ms *master) handle(ev event) {
-	c := ms.children[ev.pid]
+// setPhase moves a child to phase p, and does what the change needs: tells
+// the child, signals it, notes the time. A child never goes back to an
+// earlier phase, but between serving and parked; a killed child stays
+// killed.
+func (ms *master) setPhase(c *child, p phase) {
+	from := c.phase
 	switch {
-	case c == nil:
+	case from == p, from == killed:
+		return
+	case p < from && !(from == parked && p == serving):
+		return
+	case p == stopping && from == timedOut: // already on its way out, harder
+		return
+	}
+	c.phase = p
+	switch p {
+	case serving:
+		if from == starting {
+			c.readyAt = time.Now()
+		} else {
+			ms.send(c, wire.Unpark)
+		}
+	case parked:
+		if from == starting { // it was started parked (see spawn)
+			c.readyAt = time.Now()
+		} else {
+			ms.send(c, wire.Park)
+		}
+	case retiring:
+		ms.send(c, wire.Retire)
+	case stopping:
+		ms.send(c, wire.Stop)
+	case timedOut:
+		c.terminated = time.Now()
+		c.signal(syscall.SIGTERM)
+	case killed:
+		c.signal(syscall.SIGKILL)
+	}
+}
+
+// signal sends a child sig, if it has started.
+func (c *child) signal(sig syscall.Signal) {
+	if c.proc != nil {
+		c.proc.Signal(sig)
+	}
+}
+
+// send writes a record to a child. A child that cannot be told (it just
+// died) is reaped all the same; one that has not started yet reads it when
+// it does.
+func (ms *master) send(c *child, kind wire.Kind) {
+	var b [wire.RecordSize]byte
+	c.status.Write(wire.Encode(&b, wire.Record{Kind: kind}))
+}
+
+func (ms *master) handle(ev event) {
+	c := ev.c
+	if !slices.Contains(ms.children, c) {
+		return
+	}
+	switch {
+	case ev.started:
+		ms.started(c, ev.err)
 	case ev.exited:
 		ms.exited(c, ev.err)
 	case ev.bad != nil:
 		ms.log.Error("prefork: child sent a malformed status record; killing it", "pid", c.pid, "err", ev.bad)
-		c.cmd.Process.Kill()
-	case ev.rec.Kind == wire.Retire || ev.rec.Kind == wire.Stop:
+		ms.setPhase(c, killed)
+	case ev.rec.Kind == wire.Retire || ev.rec.Kind == wire.Stop || ev.rec.Kind == wire.Park || ev.rec.Kind == wire.Unpark:
 		ms.log.Error("prefork: child sent a master's record; killing it", "pid", c.pid)
-		c.cmd.Process.Kill()
+		ms.setPhase(c, killed)
 	case ev.rec.Kind == wire.Failed:
 		c.failed = ev.rec.Text
 	case ev.rec.Kind == wire.Idle:
-		if !c.ready {
-			c.ready, c.readyAt = true, time.Now()
+		if c.phase == starting {
+			ms.setPhase(c, c.startPhase)
+			ms.everReady = true
+			ms.log.Debug("prefork: child ready", "pid", c.pid)
+		} else if c.readyAt.IsZero() { // told to park or leave before it was ready
+			c.readyAt = time.Now()
 			ms.everReady = true
 			ms.log.Debug("prefork: child ready", "pid", c.pid)
 		}
 	case ev.rec.Kind == wire.Busy:
-		// Idle children run short: the loop's next call to scale acts.
+		ms.watching = true // the alarm: the loop looks at the pool now
 	case ev.rec.Kind == wire.Retiring:
-		c.leaving = true
+		ms.setPhase(c, leaving)
 	}
 }
 
 func (ms *master) exited(c *child, err error) {
-	delete(ms.children, c.pid)
+	ms.children = slices.DeleteFunc(ms.children, func(x *child) bool { return x == c })
 	c.status.Close()
-	_, served, _ := ms.board.State(c.slot)
+	_, served, begun := ms.board.State(c.slot)
+	ms.begunGone += begun
 	ms.board.Release(c.slot)
 	ms.slots[c.slot] = false
 	how := "exit status 0"
@@ -346,14 +463,14 @@ func (ms *master) exited(c *child, err error) {
 		how += ": " + c.failed
 	}
 	switch {
-	case !c.ready && !ms.stopping:
+	case !c.ready() && !ms.stopping:
 		ms.log.Warn("prefork: child exited before it was ready", "pid", c.pid, "how", how)
-		if !killed(err) { // see below
+		if !killedBySignal(err) { // see below
 			ms.startFailed(fmt.Errorf("child %d: %s", c.pid, how))
 		}
-	case (err != nil || c.failed != "") && c.told == 0 && !c.timedOut && !ms.stopping:
+	case (err != nil || c.failed != "") && c.untold() && !ms.stopping:
 		ms.log.Warn("prefork: child died", "pid", c.pid, "how", how, "served", served)
-		if time.Since(c.started) < youngDeath && !killed(err) {
+		if time.Since(c.started) < youngDeath && !killedBySignal(err) {
 			// A child that crashes at once, on every request say, must
 			// not turn each request into a fork. SIGKILL comes from
 			// outside (an operator, the OOM killer): that is not the
@@ -377,21 +494,8 @@ func (ms *master) closeIntake() {
 	}
 }
 
-// tell sends a child Retire or Stop. Either makes it leave the pool; Stop
-// also goes to a child already told to retire, whose request in hand must
-// now learn that the pool stops.
-func (ms *master) tell(c *child, kind wire.Kind) {
-	if c.told == kind || c.told == wire.Stop {
-		return
-	}
-	c.told = kind
-	var b [wire.RecordSize]byte
-	// A child that cannot be told (it just died) is reaped all the same.
-	c.status.Write(wire.Encode(&b, wire.Record{Kind: kind}))
-}
-
-// killed reports whether a child's exit error says SIGKILL ended it.
-func killed(err error) bool {
+// killedBySignal reports whether a child's exit error says SIGKILL ended it.
+func killedBySignal(err error) bool {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) {
 		return false

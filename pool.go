@@ -2,16 +2,12 @@ package prefork
 
 import (
 	"fmt"
-	"syscall"
+	"runtime"
 	"time"
 
 	"github.com/prefork-go/prefork/internal/board"
-	"github.com/prefork-go/prefork/internal/wire"
+	"github.com/prefork-go/prefork/internal/sys"
 )
-
-// retireInterval paces the retirement of surplus idle children, so that a
-// pool does not shrink and grow again with every ripple of load.
-const retireInterval = time.Second
 
 // Failures: a child that exits by itself (not by SIGKILL) before it is
 // ready, or within youngDeath of its start, makes the master wait before
@@ -25,46 +21,245 @@ const (
 	maxStartFailures = 5
 )
 
-// idle reports whether a ready child waits for a request.
-func (ms *master) idle(c *child) bool {
-	state, _, _ := ms.board.State(c.slot)
-	return c.ready && state == board.Idle
+// watchInterval paces the master's look at the pool while children are
+// busy; loadInterval, its reading of busy children's states, which costs
+// more.
+const (
+	watchInterval = 20 * time.Millisecond
+	loadInterval  = 100 * time.Millisecond
+	// maxSampled bounds the busy children whose threads are read per look.
+	maxSampled = 8
+)
+
+// maintain looks at the pool and acts on the policy's decision. It returns
+// the timer that ends the current start back-off.
+func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
+	if ms.stopping {
+		ms.watching = false
+		return nil
+	}
+	ms.replaceOld()
+	o := ms.observe()
+	d := ms.policy.decide(o)
+	if d != (decision{}) {
+		ms.log.Debug("prefork: resizing the pool",
+			"start", d.start, "start_parked", d.startParked, "unpark", d.unpark, "park", d.park, "retire", d.retire,
+			"queued", o.queued, "idle", o.idle, "busy", o.busy, "parked", o.parked, "idle_cores", float32(o.idleCores))
+	}
+	timer = ms.apply(d, timer)
+	ms.watchIf(o.busy > 0 || o.queued > 0 || o.starting+o.startingParked > 0 || ms.restarting || d != (decision{}))
+	return timer
 }
 
-// census counts the children that take requests, or will: those still
-// starting, those ready, and of these the idle ones.
-type census struct{ starting, ready, idle int }
+// watchIf makes the loop look at the pool every watchInterval while busy,
+// and otherwise leaves it to the board's alarm to wake the loop when a
+// child takes a request.
+func (ms *master) watchIf(busy bool) {
+	if busy {
+		if !ms.watching {
+			ms.board.Disarm()
+		}
+		ms.watching = true
+		return
+	}
+	if !ms.watching {
+		return
+	}
+	ms.board.Arm()
+	for _, c := range ms.children { // a child that went busy before Arm did not see it
+		if state, _, _ := ms.board.State(c.slot); state == board.Busy {
+			ms.board.Disarm()
+			return
+		}
+	}
+	ms.watching = false
+}
 
-func (ms *master) census() census {
-	var n census
+// observe counts the children by what they do, and reads the listener's
+// queue, and now and then the machine's CPU and the busy children's states.
+func (ms *master) observe() observation {
+	now := time.Now()
+	o := observation{now: now, queued: -1, begun: ms.begunGone}
+	if ms.listener != nil {
+		o.queued = sys.Queued(ms.listenFD, ms.cfg.network)
+	}
+	var stuck []int
 	for _, c := range ms.children {
+		o.processes++
+		state, _, begun := ms.board.State(c.slot)
+		o.begun += begun
+		idle := c.phase == serving && state != board.Busy && state != board.Leaving
 		switch {
-		case !c.active():
-		case !c.ready:
-			n.starting++
-		default:
-			n.ready++
-			if ms.idle(c) {
-				n.idle++
+		case c.phase == starting && c.startPhase == parked:
+			o.startingParked++
+		case c.phase == starting:
+			o.starting++
+		case c.phase == parked:
+			o.parked++
+		case c.phase == serving && state == board.Busy:
+			o.busy++
+		case idle:
+			o.idle++
+		}
+		// An idle child that takes nothing while connections wait is
+		// stuck: stopped, or unable to accept.
+		if !idle || o.queued <= 0 || begun != c.seen || c.moved.IsZero() {
+			c.seen, c.moved, c.stuck = begun, now, false
+		} else if now.Sub(c.moved) >= stuckAfter {
+			o.stuck++
+			if !c.stuck {
+				c.stuck = true
+				stuck = append(stuck, c.pid)
 			}
+		}
+	}
+	if len(stuck) > 0 {
+		ms.log.Warn("prefork: idle children take no connection while connections wait; starting others", "pids", stuck, "queued", o.queued)
+	}
+	ms.readLoad(now, o.busy)
+	o.idleCores, o.blocked, o.sampled = ms.load.idleCores, ms.load.blocked, ms.load.sampled
+	return o
+}
+
+// loadView is what the master last read of the machine's load.
+type loadView struct {
+	cpu       [8]cpuReading // the latest readings, a ring
+	last      int           // the newest reading's index
+	idleCores float64       // -1 unknown
+	sampledAt time.Time     // when busy children's states were last read
+	// Of the busy children sampled, how many slept in their own I/O.
+	blocked, sampled int
+	next             int // where the next sample starts among the children
+}
+
+type cpuReading struct {
+	at    time.Time
+	times sys.CPUTimes
+}
+
+const (
+	// cpuWindow is the span over which idle CPU is measured, and
+	// cpuMinWindow the least: a few clock ticks per core, yet short enough
+	// that a burst that saturates the cores stops the growth it started
+	// within a few looks.
+	cpuWindow    = 100 * time.Millisecond
+	cpuMinWindow = 40 * time.Millisecond
+	// cpuReadEvery bounds how often /proc/stat is read.
+	cpuReadEvery = 10 * time.Millisecond
+)
+
+// readLoad refreshes the load view. The idle CPU is measured from the
+// oldest reading within cpuWindow, or after a quiet spell from the last
+// reading of all: a long, idle span, which lets a burst grow the pool at
+// once. The busy children's threads are read only when the CPU is short,
+// which is when what they do decides whether the pool grows, and at most
+// every loadInterval.
+func (ms *master) readLoad(now time.Time, busy int) {
+	v := &ms.load
+	newest := v.cpu[v.last]
+	if !newest.at.IsZero() && now.Sub(newest.at) < cpuReadEvery {
+		return
+	}
+	times, ok := sys.ReadCPUTimes()
+	if !ok {
+		v.idleCores = -1
+		return
+	}
+	base := newest // after a quiet spell, the only one there is
+	for k := 1; k < len(v.cpu); k++ {
+		r := v.cpu[(v.last-k+len(v.cpu))%len(v.cpu)]
+		if r.at.IsZero() || now.Sub(r.at) > cpuWindow {
+			break
+		}
+		base = r
+	}
+	v.last = (v.last + 1) % len(v.cpu)
+	v.cpu[v.last] = cpuReading{at: now, times: times}
+	switch {
+	case base.at.IsZero() || times.Total <= base.times.Total:
+		v.idleCores = float64(runtime.NumCPU()) // nothing to compare with yet
+	case now.Sub(base.at) >= cpuMinWindow:
+		share := float64(times.Idle-base.times.Idle) / float64(times.Total-base.times.Total)
+		v.idleCores = share * float64(runtime.NumCPU())
+	} // else too few clock ticks yet: keep the last figure
+
+	if now.Sub(v.sampledAt) < loadInterval {
+		return
+	}
+	v.sampledAt = now
+	v.blocked, v.sampled = 0, 0
+	if busy == 0 || v.idleCores >= spareCores {
+		return
+	}
+	n := len(ms.children)
+	for k := range n {
+		c := ms.children[(v.next+k)%n]
+		if state, _, _ := ms.board.State(c.slot); c.phase != serving || state != board.Busy {
+			continue
+		}
+		v.sampled++
+		if !ms.board.WaitsForClient(c.slot) {
+			if runnable, ok := sys.Runnable(c.pid); ok && !runnable {
+				v.blocked++
+			}
+		}
+		if v.sampled == maxSampled {
+			v.next = (v.next + k + 1) % n
+			break
+		}
+	}
+}
+
+// apply carries out a decision.
+func (ms *master) apply(d decision, timer <-chan time.Time) <-chan time.Time {
+	isParked := func(c *child) bool { return c.phase == parked }
+	isServing := func(c *child) bool { return c.phase == serving }
+	ms.pick(d.unpark, serving, isParked)
+	n := ms.pick(d.retire, retiring, isParked)
+	ms.pick(d.retire-n, retiring, ms.idle)
+	n = ms.pick(d.park, parked, ms.idle)
+	ms.pick(d.park-n, parked, isServing) // busy ones park after their request
+	return ms.startChildren(d.start, d.startParked, timer)
+}
+
+// pick moves up to n children that match to phase p, older generations
+// first, and returns how many it moved.
+func (ms *master) pick(n int, p phase, match func(*child) bool) int {
+	moved := 0
+	for _, old := range []bool{true, false} {
+		for _, c := range ms.children {
+			if moved < n && (c.generation < ms.generation) == old && match(c) {
+				ms.setPhase(c, p)
+				moved++
+			}
+		}
+	}
+	return moved
+}
+
+// idle reports whether a child serves and waits for a request.
+func (ms *master) idle(c *child) bool {
+	state, _, _ := ms.board.State(c.slot)
+	return c.phase == serving && state == board.Idle
+}
+
+// readyCount counts the children that are ready and take requests, or
+// would when unparked.
+func (ms *master) readyCount() int {
+	n := 0
+	for _, c := range ms.children {
+		if c.active() && c.ready() {
+			n++
 		}
 	}
 	return n
 }
 
-// scale starts the children the pool lacks: enough to reach MinServers and
-// MinSpareServers idle ones (a starting child counts as idle), up to
-// MaxServers processes. After failures it starts one at a time, paced by
-// the back-off; it returns the timer that ends the current back-off.
-func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
-	if ms.stopping {
-		return nil
-	}
-	count := ms.census()
-	active, idle := count.starting+count.ready, count.starting+count.idle // a starting child will be idle
-	// MaxServers bounds processes: a retiring child finishing its last
-	// request still counts.
-	n := min(max(ms.cfg.minServers-active, ms.cfg.minSpare-idle), ms.cfg.maxServers-len(ms.children))
+// startChildren starts serve children to serve and spare ones parked, up
+// to MaxServers processes. After failures it starts one at a time, paced
+// by the back-off; it returns the timer that ends the current back-off.
+func (ms *master) startChildren(serve, spare int, timer <-chan time.Time) <-chan time.Time {
+	n := min(serve+spare, ms.cfg.maxServers-len(ms.children))
 	if n <= 0 {
 		return timer
 	}
@@ -79,13 +274,19 @@ func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 			}
 			return timer
 		}
-		if count.starting > 0 { // wait for it to be ready or fail
-			return timer
+		for _, c := range ms.children {
+			if c.phase == starting { // wait for it to be ready or fail
+				return timer
+			}
 		}
 		n = 1
 	}
-	for range n {
-		if err := ms.spawn(); err != nil {
+	for i := range n {
+		p := serving
+		if i >= serve {
+			p = parked
+		}
+		if err := ms.spawn(p); err != nil {
 			ms.log.Error("prefork: cannot start a child", "err", err)
 			ms.startFailed(err)
 			return nil
@@ -98,7 +299,7 @@ func (ms *master) scale(timer <-chan time.Time) <-chan time.Time {
 // failure has stayed up for youngDeath.
 func (ms *master) healthy() bool {
 	for _, c := range ms.children {
-		if c.ready && c.readyAt.After(ms.lastFailure) && time.Since(c.readyAt) >= youngDeath {
+		if c.ready() && c.readyAt.After(ms.lastFailure) && time.Since(c.readyAt) >= youngDeath {
 			return true
 		}
 	}
@@ -120,33 +321,16 @@ func (ms *master) startFailed(cause error) {
 	ms.log.Warn("prefork: waiting before starting another child", "wait", wait, "failures", ms.failures)
 }
 
-// retireSurplus asks idle children above MaxSpareServers to exit, keeping
-// at least MinServers; children due for replacement go first.
-func (ms *master) retireSurplus() {
-	if ms.stopping {
-		return
-	}
-	count := ms.census()
-	n := min(count.idle-ms.cfg.maxSpare, count.starting+count.ready-ms.cfg.minServers)
-	for _, old := range []bool{true, false} {
-		for _, c := range ms.children {
-			if n > 0 && c.old == old && c.active() && ms.idle(c) {
-				ms.tell(c, wire.Retire)
-				n--
-			}
-		}
-	}
-}
-
-// beginRestart marks every child for replacement by replaceOld.
+// beginRestart begins a generation: replaceOld replaces the children of
+// earlier ones.
 func (ms *master) beginRestart() {
 	if ms.stopping {
 		return
 	}
+	ms.generation++
 	n := 0
 	for _, c := range ms.children {
 		if c.active() {
-			c.old = true
 			n++
 		}
 	}
@@ -154,7 +338,7 @@ func (ms *master) beginRestart() {
 	ms.log.Info("prefork: restarting children", "children", n)
 }
 
-// replaceOld retires children marked by beginRestart, as many at a time as
+// replaceOld retires children of earlier generations, as many at a time as
 // MinSpareServers (at least one), and only while no replacement is still
 // starting: the pool keeps its capacity, and the shared socket keeps every
 // waiting connection for the children that go on.
@@ -162,9 +346,9 @@ func (ms *master) replaceOld() {
 	if ms.stopping || !ms.restarting {
 		return
 	}
-	retiring, remaining, batch := 0, 0, max(1, ms.cfg.minSpare)
+	leaving, remaining, batch := 0, 0, max(1, ms.cfg.minSpare)
 	for _, c := range ms.children {
-		if c.old && c.active() {
+		if c.generation < ms.generation && c.active() {
 			remaining++
 		}
 	}
@@ -172,20 +356,20 @@ func (ms *master) replaceOld() {
 		return
 	}
 	for _, c := range ms.children {
-		if !c.ready && c.active() {
+		if c.phase == starting {
 			return // a replacement is starting
 		}
-		if c.old && !c.active() {
-			retiring++
+		if c.generation < ms.generation && !c.active() {
+			leaving++
 		}
 	}
 	for _, c := range ms.children {
-		if retiring >= batch {
+		if leaving >= batch {
 			return
 		}
-		if c.old && c.active() && ms.idle(c) {
-			ms.tell(c, wire.Retire)
-			retiring++
+		if c.generation < ms.generation && (c.phase == parked || ms.idle(c)) {
+			ms.setPhase(c, retiring)
+			leaving++
 		}
 	}
 }
@@ -210,16 +394,13 @@ func (ms *master) enforceRequestTimeout() {
 		}
 		busy := now.Sub(c.busySince)
 		switch {
-		case c.killed || busy < ms.cfg.requestTimeout+killGrace:
-		case c.terminated.IsZero():
+		case c.phase == killed || busy < ms.cfg.requestTimeout+killGrace:
+		case c.phase != timedOut:
 			ms.log.Warn("prefork: request timed out; stopping the child", "pid", c.pid, "busy", busy.Round(time.Millisecond))
-			c.terminated = now
-			c.timedOut = true // it will not take another request
-			c.cmd.Process.Signal(syscall.SIGTERM)
+			ms.setPhase(c, timedOut) // it will not take another request
 		case now.Sub(c.terminated) >= killGrace:
 			ms.log.Warn("prefork: child did not stop after SIGTERM; killing it", "pid", c.pid)
-			c.cmd.Process.Kill()
-			c.killed = true
+			ms.setPhase(c, killed)
 		}
 	}
 }

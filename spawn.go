@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,7 +39,10 @@ func childEnv(listeners []wire.Listener, maxProcs int) []string {
 	return env
 }
 
-func (ms *master) spawn() error {
+// spawn starts a child, serving or parked once it is ready. The start
+// itself runs on one of the spawner's threads, which reports it as an
+// event; until then the child counts as starting.
+func (ms *master) spawn(startPhase phase) error {
 	status, childStatus, err := sys.Socketpair()
 	if err != nil {
 		return err
@@ -63,21 +67,41 @@ func (ms *master) spawn() error {
 	if ms.listener != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, ms.listener) // fd 5
 	}
-	err = ms.spawner.start(cmd)
-	childStatus.Close() // or the master would never see EOF from the child
-	if err != nil {
-		status.Close()
-		ms.board.Release(slot)
-		ms.slots[slot] = false
-		return err
+	c := &child{slot: slot, cmd: cmd, status: status, started: time.Now(), generation: ms.generation, startPhase: startPhase}
+	if startPhase == parked {
+		ms.send(c, wire.Park) // read as soon as the child reads its socket
 	}
-	ms.board.SetPID(slot, cmd.Process.Pid)
-	c := &child{pid: cmd.Process.Pid, slot: slot, cmd: cmd, status: status, started: time.Now()}
-	ms.children[c.pid] = c
-	ms.log.Debug("prefork: child started", "pid", c.pid)
-	ms.watchers.Add(1)
-	go ms.watch(c)
+	ms.children = append(ms.children, c)
+	ms.spawner.start(func() {
+		err := cmd.Start()
+		childStatus.Close() // or the master would never see EOF from the child
+		ms.events <- event{c: c, started: true, err: err}
+		if err == nil {
+			ms.watchers.Add(1)
+			go ms.watch(c)
+		}
+	})
 	return nil
+}
+
+// started takes the spawner's report on c.
+func (ms *master) started(c *child, err error) {
+	if err != nil {
+		ms.children = slices.DeleteFunc(ms.children, func(x *child) bool { return x == c })
+		c.status.Close()
+		ms.board.Release(c.slot)
+		ms.slots[c.slot] = false
+		ms.log.Error("prefork: cannot start a child", "err", err)
+		ms.startFailed(err)
+		return
+	}
+	c.proc = c.cmd.Process
+	c.pid = c.proc.Pid
+	ms.board.SetPID(c.slot, c.pid)
+	ms.log.Debug("prefork: child started", "pid", c.pid)
+	if c.phase == killed { // killed before it had started
+		c.proc.Kill()
+	}
 }
 
 // watch reads a child's status records until the child closes its end,
@@ -88,46 +112,50 @@ func (ms *master) watch(c *child) {
 	for {
 		rec, err := r.Next()
 		if errors.Is(err, wire.ErrMalformed) {
-			ms.events <- event{pid: c.pid, bad: err}
+			ms.events <- event{c: c, bad: err}
 			continue
 		}
 		if err != nil {
 			break
 		}
-		ms.events <- event{pid: c.pid, rec: rec}
+		ms.events <- event{c: c, rec: rec}
 	}
 	err := c.cmd.Wait()
-	ms.events <- event{pid: c.pid, exited: true, err: err}
+	ms.events <- event{c: c, exited: true, err: err}
 }
 
-// spawner starts every child from one goroutine locked to its OS thread
-// for as long as the master runs, because Linux sends a child its
+// spawnThreads is how many children can start at once. Each start blocks
+// its thread until the new process has exec'd; a burst of connections
+// wants many children at once.
+const spawnThreads = 4
+
+// spawner starts children from goroutines locked to their OS threads for
+// as long as the master runs, because Linux sends a child its
 // parent-death signal when the thread that started it exits, not the
 // process.
 type spawner struct {
-	cmds chan *exec.Cmd
-	errs chan error
-	done chan struct{}
+	jobs chan func()
+	done sync.WaitGroup
 }
 
-func startSpawner() *spawner {
-	s := &spawner{cmds: make(chan *exec.Cmd), errs: make(chan error), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		for cmd := range s.cmds {
-			s.errs <- cmd.Start()
-		}
-	}()
+// startSpawner starts the threads; queue bounds the starts that can wait
+// for one, so that the loop never blocks on them.
+func startSpawner(queue int) *spawner {
+	s := &spawner{jobs: make(chan func(), queue)}
+	for range spawnThreads {
+		s.done.Go(func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			for job := range s.jobs {
+				job()
+			}
+		})
+	}
 	return s
 }
 
-func (s *spawner) start(cmd *exec.Cmd) error {
-	s.cmds <- cmd
-	return <-s.errs
-}
+func (s *spawner) start(job func()) { s.jobs <- job }
 
 func (s *spawner) stop() {
-	close(s.cmds)
-	<-s.done
+	close(s.jobs)
+	s.done.Wait()
 }

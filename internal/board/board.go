@@ -7,12 +7,13 @@
 // master reads the table when it needs to; only when idle children run
 // short does a child wake the master, over its status socket.
 //
-// A slot is 32 bytes: the child's pid (written by the master; children read
-// it to tell whether the pool has room, while the master keeps its own
-// record of which slots it gave),
-// its state, its count of requests served, and the number of requests it
+// A slot is 32 bytes: the child's pid (written by the master, which keeps
+// its own record of which slots it gave), its state, its count of requests
+// served, whether it waits for its client, and the number of requests it
 // has begun (all written by the child). Every field is accessed
-// atomically. Clocks stay out of the table: a child would need a system
+// atomically. One more slot, after the children's, holds the alarm: the
+// master arms it when it stops watching the board closely (nothing is
+// busy), and the first child to take a request then wakes it. Clocks stay out of the table: a child would need a system
 // call per request to read one that all processes share and that no time
 // step moves; the master times requests by watching the count change.
 package board
@@ -33,6 +34,7 @@ const (
 	Idle                  // the child waits for a request
 	Busy                  // the child serves a request
 	Leaving               // the child takes no more requests
+	Parked                // the child waits, but not for requests: the master keeps it spare
 )
 
 const slotSize = 32
@@ -42,18 +44,19 @@ var _ [slotSize - unsafe.Sizeof(slot{})]struct{}
 var _ [unsafe.Sizeof(slot{}) - slotSize]struct{}
 
 type slot struct {
-	pid    atomic.Int32
-	state  atomic.Uint32
-	served atomic.Uint32
-	_      uint32
-	begun  atomic.Uint64 // requests begun
-	_      int64
+	pid     atomic.Int32
+	state   atomic.Uint32 // for the alarm slot: 1 while armed
+	served  atomic.Uint32
+	waiting atomic.Int32  // the child's waits for its client in progress
+	begun   atomic.Uint64 // requests begun
+	_       int64
 }
 
 // Board is a mapping of the shared table.
 type Board struct {
 	mem   []byte
 	slots []slot
+	alarm *slot
 }
 
 // Create makes a table of n slots and returns it with the file that
@@ -67,7 +70,7 @@ func Create(n int) (*Board, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := f.Truncate(int64(n * slotSize)); err != nil {
+	if err := f.Truncate(int64((n + 1) * slotSize)); err != nil {
 		f.Close()
 		return nil, nil, err
 	}
@@ -85,7 +88,7 @@ func Open(f *os.File, n int) (*Board, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n <= 0 || fi.Size() != int64(n*slotSize) {
+	if n <= 0 || fi.Size() != int64((n+1)*slotSize) {
 		return nil, fmt.Errorf("board: file of %d bytes for %d slots", fi.Size(), n)
 	}
 	return mmap(f, n)
@@ -99,7 +102,7 @@ func mmap(f *os.File, n int) (*Board, error) {
 	var mem []byte
 	var merr error
 	if err := raw.Control(func(fd uintptr) {
-		mem, merr = unix.Mmap(int(fd), 0, n*slotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		mem, merr = unix.Mmap(int(fd), 0, (n+1)*slotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	}); err != nil {
 		return nil, err
 	}
@@ -108,7 +111,8 @@ func mmap(f *os.File, n int) (*Board, error) {
 	}
 	// The mapping is page-aligned and slots are 32 bytes: every field is
 	// aligned for atomic access.
-	return &Board{mem: mem, slots: unsafe.Slice((*slot)(unsafe.Pointer(&mem[0])), n)}, nil
+	all := unsafe.Slice((*slot)(unsafe.Pointer(&mem[0])), n+1)
+	return &Board{mem: mem, slots: all[:n], alarm: &all[n]}, nil
 }
 
 // Close unmaps the table.
@@ -124,6 +128,7 @@ func (b *Board) Reset(i int) {
 	s.state.Store(Free)
 	s.served.Store(0)
 	s.begun.Store(0)
+	s.waiting.Store(0)
 	s.pid.Store(-1)
 }
 
@@ -168,22 +173,30 @@ func (b *Board) State(i int) (state uint32, served int, begun uint64) {
 	return s.state.Load(), int(s.served.Load()), s.begun.Load()
 }
 
-// Short reports whether fewer than want slots are idle while a slot is
-// free, that is, whether the pool lacks idle children and has room for
-// more. It stops reading as soon as it has seen want idle slots: children
-// call it for every request.
-func (b *Board) Short(want int) bool {
-	idle, taken := 0, 0
-	for i := range b.slots {
-		s := &b.slots[i]
-		if s.state.Load() == Idle {
-			if idle++; idle >= want {
-				return false
-			}
-		}
-		if s.pid.Load() != 0 {
-			taken++
-		}
-	}
-	return taken < len(b.slots)
+// SetParked marks slot i as a child kept out of the listener's queue.
+func (b *Board) SetParked(i int, served int) {
+	s := &b.slots[i]
+	s.served.Store(uint32(served))
+	s.state.Store(Parked)
+}
+
+// Waiting returns the counter of slot i's waits for its client, which the
+// child's connection keeps while it waits.
+func (b *Board) Waiting(i int) *atomic.Int32 { return &b.slots[i].waiting }
+
+// WaitsForClient reports whether the child in slot i waits for its client
+// now: it is busy, but another child would not make its client faster.
+func (b *Board) WaitsForClient(i int) bool { return b.slots[i].waiting.Load() > 0 }
+
+// Arm asks the next child that takes a request to wake the master.
+func (b *Board) Arm() { b.alarm.state.Store(1) }
+
+// Disarm takes back Arm, once the master watches the board again.
+func (b *Board) Disarm() { b.alarm.state.Store(0) }
+
+// Alarm reports whether the caller, a child that has just taken a request,
+// is the one to wake the master: the alarm was armed, and no other child
+// got to it first.
+func (b *Board) Alarm() bool {
+	return b.alarm.state.Load() == 1 && b.alarm.state.CompareAndSwap(1, 0)
 }

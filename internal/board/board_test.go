@@ -24,12 +24,9 @@ func TestTwoMappingsShareTheTable(t *testing.T) {
 	i, j := 0, 1
 	master.Reset(i)
 	master.Reset(j)
-	assert.True(t, master.Short(1), "nothing idle, two slots free")
 
 	child.SetIdle(i, 7)
 	child.SetIdle(j, 0)
-	assert.False(t, master.Short(2))
-	assert.True(t, master.Short(3))
 	child.SetBusy(j)
 	state, served, begun := master.State(j)
 	assert.Equal(t, []any{Busy, 0, uint64(1)}, []any{state, served, begun})
@@ -38,33 +35,42 @@ func TestTwoMappingsShareTheTable(t *testing.T) {
 	assert.Equal(t, uint64(2), begun, "each request counts")
 	state, served, _ = master.State(i)
 	assert.Equal(t, []any{Idle, 7}, []any{state, served})
-	assert.True(t, master.Short(2), "one idle")
 	child.SetLeaving(j, 3)
-	assert.False(t, master.Short(1))
-	assert.True(t, master.Short(2), "a leaving child is not idle")
+	state, served, _ = master.State(j)
+	assert.Equal(t, []any{Leaving, 3}, []any{state, served})
+	child.SetParked(i, 8)
+	state, served, _ = master.State(i)
+	assert.Equal(t, []any{Parked, 8}, []any{state, served})
 
-	_, served, _ = master.State(j)
-	assert.Equal(t, 3, served)
+	assert.False(t, master.WaitsForClient(i))
+	child.Waiting(i).Add(1)
+	assert.True(t, master.WaitsForClient(i))
 
 	master.Release(i)
-	assert.True(t, master.Short(1), "nothing idle once the idle child's slot is released")
 	master.Reset(i)
 	state, served, _ = master.State(i)
 	assert.Equal(t, []any{Free, 0}, []any{state, served}, "a reused slot starts clean")
+	assert.False(t, master.WaitsForClient(i), "a reused slot starts clean")
 }
 
-func TestShortOnlyWithRoom(t *testing.T) {
-	b, f, err := Create(2)
+// The alarm wakes the master once: only the first child to look after Arm
+// gets it.
+func TestAlarmGoesOffOnce(t *testing.T) {
+	master, f, err := Create(2)
 	require.NoError(t, err)
 	defer f.Close()
-	defer b.Close()
-	b.Reset(0)
-	b.Reset(1)
-	b.SetBusy(0)
-	b.SetBusy(1)
-	assert.False(t, b.Short(1), "no idle child, but no room for another: nothing to ask")
-	b.Release(1)
-	assert.True(t, b.Short(1))
+	defer master.Close()
+	child, err := Open(f, 2)
+	require.NoError(t, err)
+	defer child.Close()
+
+	assert.False(t, child.Alarm(), "not armed")
+	master.Arm()
+	assert.True(t, child.Alarm())
+	assert.False(t, child.Alarm(), "taken")
+	master.Arm()
+	master.Disarm()
+	assert.False(t, child.Alarm(), "disarmed")
 }
 
 func TestOpenChecksSize(t *testing.T) {
@@ -125,19 +131,15 @@ func BenchmarkRequestMarks(b *testing.B) {
 	}
 }
 
-// BenchmarkShort is the child's check, per request, for a shortage of idle
-// children, over a full board.
-func BenchmarkShort(b *testing.B) {
+// BenchmarkAlarm is the child's check, per request, of whether to wake
+// the master, while the master watches (the alarm is not armed).
+func BenchmarkAlarm(b *testing.B) {
 	board, f, err := Create(64)
 	require.NoError(b, err)
 	defer f.Close()
 	defer board.Close()
-	for i := range 64 {
-		board.Reset(i)
-		board.SetBusy(i)
-	}
 	b.ReportAllocs()
 	for b.Loop() {
-		board.Short(4)
+		board.Alarm()
 	}
 }

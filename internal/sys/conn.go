@@ -73,6 +73,10 @@ func (c *Conn) opError(op string, err error) error {
 func (c *Conn) wait(events int16, dl *atomic.Int64) error {
 	c.waiter.waiters.Add(1)
 	defer c.waiter.waiters.Add(-1)
+	if marks := c.waiter.marks; marks != nil {
+		marks.Add(1)
+		defer marks.Add(-1)
+	}
 	for {
 		seen := c.waiter.Wakes() // before looking: a change after it wakes the wait
 		if c.closing.Load() {

@@ -44,10 +44,11 @@ func ChildAttr(sig syscall.Signal) *syscall.SysProcAttr {
 // registered with EPOLLEXCLUSIVE, so the kernel wakes one waiting child per
 // connection instead of all of them.
 type Poller struct {
-	epfd     int
-	listener int
-	waiter   *Waiter
-	events   [4]unix.EpollEvent
+	epfd      int
+	listener  int
+	listening bool
+	waiter    *Waiter
+	events    [4]unix.EpollEvent
 }
 
 // NewPoller watches listener, and the descriptors of w.
@@ -61,7 +62,7 @@ func NewPoller(listener int, w *Waiter) (*Poller, error) {
 		ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 		return os.NewSyscallError("epoll_ctl", unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev))
 	}
-	err = add(listener, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+	err = p.Listen(true)
 	if err == nil {
 		err = add(w.wake, unix.EPOLLIN)
 	}
@@ -75,6 +76,28 @@ func NewPoller(listener int, w *Waiter) (*Poller, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// Listen adds the listener to the descriptors Wait watches, or takes it
+// out: a child that does not watch it is never woken for a connection, and
+// the kernel wakes another. (EPOLLEXCLUSIVE cannot be changed in place: the
+// listener is removed and added again.)
+func (p *Poller) Listen(on bool) error {
+	if on == p.listening {
+		return nil
+	}
+	var err error
+	if on {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(p.listener)}
+		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, p.listener, &ev)
+	} else {
+		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, p.listener, nil)
+	}
+	if err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	p.listening = on
+	return nil
 }
 
 // Wait blocks until the listener is ready (true) or the Waiter is woken

@@ -77,13 +77,21 @@ func ChildAttr(syscall.Signal) *syscall.SysProcAttr { return nil }
 // Poller waits with poll(2). It wakes every waiting child for a connection:
 // there is no exclusive wake-up outside Linux.
 type Poller struct {
-	listener int
-	waiter   *Waiter
+	listener  int
+	listening bool
+	waiter    *Waiter
 }
 
 // NewPoller watches listener, and the descriptors of w.
 func NewPoller(listener int, w *Waiter) (*Poller, error) {
-	return &Poller{listener: listener, waiter: w}, nil
+	return &Poller{listener: listener, listening: true, waiter: w}, nil
+}
+
+// Listen adds the listener to the descriptors Wait watches, or takes it
+// out.
+func (p *Poller) Listen(on bool) error {
+	p.listening = on
+	return nil
 }
 
 // Wait blocks until the listener is ready (true) or the Waiter is woken
@@ -92,6 +100,9 @@ func (p *Poller) Wait() (listener bool, err error) {
 	fds := []unix.PollFd{
 		{Fd: int32(p.listener), Events: unix.POLLIN},
 		{Fd: int32(p.waiter.wake), Events: unix.POLLIN},
+	}
+	if !p.listening {
+		fds[0].Fd = -1 // poll skips it
 	}
 	for {
 		_, err := poll(fds, -1, false)

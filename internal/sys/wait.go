@@ -66,6 +66,7 @@ type Waiter struct {
 	wakes   atomic.Uint64 // calls of Wake so far
 	waiters atomic.Int32  // connection waits in progress (see Conn.wait)
 	held    atomic.Uint64 // waits that held the P
+	marks   *atomic.Int32 // counts connection waits too, for another process to see; may be nil
 	mu      sync.Mutex    // guards closed, against a Wake after Close
 	closed  bool
 }
@@ -88,6 +89,12 @@ func NewWaiter(status int) (*Waiter, error) {
 // Pin lets the Waiter hold the P while the process runs at most goroutines
 // goroutines: the child's own, which need it only when a wait yields.
 func (w *Waiter) Pin(goroutines int) { w.baseline.Store(int32(goroutines)) }
+
+// MarkWaits makes connection waits count themselves in marks as well, a
+// counter that another process can read (the child's slot on the
+// scoreboard): a child that waits for its client is busy, but another child
+// would not serve that client sooner. Call it before the first wait.
+func (w *Waiter) MarkWaits(marks *atomic.Int32) { w.marks = marks }
 
 // HeldWaits returns how many waits have held the P, for the child's log.
 func (w *Waiter) HeldWaits() uint64 { return w.held.Load() }

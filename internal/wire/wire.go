@@ -32,10 +32,11 @@
 // bytes and a big-endian uint32: the child's count of requests served (for
 // logs; the scoreboard's count is the one the master uses), or for Failed
 // the length of the text that follows.
-// Children send Idle once, when they are ready; Busy when they find idle
-// children short (the scoreboard, not records, says who is idle or busy);
-// Retiring; and Failed, followed by the error's text. The master sends
-// Retire and Stop. End of file
+// Children send Idle once, when they are ready; Busy when they take a
+// request while the master has armed the scoreboard's alarm (the
+// scoreboard, not records, says who is idle or busy); Retiring; and Failed,
+// followed by the error's text. The master sends Retire, Stop, Park and
+// Unpark. End of file
 // on the socket means the peer is gone: for the master, that the child died;
 // for the child, that the master died.
 package wire
@@ -50,7 +51,7 @@ import (
 
 // Version is the protocol version. A child refuses to run for a master that
 // speaks another one, which can only happen if binaries are mixed.
-const Version = 1
+const Version = 2
 
 // Environment variables and descriptor numbers of the handover.
 const (
@@ -82,8 +83,8 @@ type Kind uint8
 const (
 	// Idle: the child has initialized and waits for its first request.
 	Idle Kind = iota + 1
-	// Busy: the child has taken a request and found fewer idle children
-	// than the pool should keep; the master looks at the scoreboard.
+	// Busy: the child has taken a request and found the scoreboard's
+	// alarm armed; the master looks at the pool again.
 	Busy
 	// Retiring: the child takes no more requests and is about to exit
 	// (it reached its request limit, or was asked to stop).
@@ -99,7 +100,12 @@ const (
 	// Retire, and the child also tells its request that a stop has begun
 	// and bounds it by the shutdown timeout.
 	Stop
-	maxKind = Stop
+	// Park is sent by the master to a ready child it keeps spare: finish
+	// the request in hand, then wait without taking requests.
+	Park
+	// Unpark is sent by the master to a parked child: take requests again.
+	Unpark
+	maxKind = Unpark
 )
 
 // MaxText bounds the text of a Failed record.
@@ -119,6 +125,10 @@ func (k Kind) String() string {
 		return "failed"
 	case Stop:
 		return "stop"
+	case Park:
+		return "park"
+	case Unpark:
+		return "unpark"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
