@@ -77,7 +77,7 @@ func (c *child) ready() bool { return c.phase != starting && !c.readyAt.IsZero()
 // event is what a child's watcher, or the spawner, reports to the loop.
 type event struct {
 	c       *child
-	started bool  // the spawner started it (or failed to: err)
+	started bool // the spawner started it (or failed to: err)
 	rec     wire.Record
 	bad     error // a malformed record
 	exited  bool
@@ -116,17 +116,17 @@ type master struct {
 	policy    policy
 	begunGone uint64   // requests begun by children that have exited
 	watching  bool     // the loop looks at the pool every tick: something is busy
-	load     loadView // what the master last saw of the machine
+	load      loadView // what the master last saw of the machine
 }
 
 func newMaster(ctx context.Context, cfg config) *master {
 	return &master{
-		cfg:      cfg,
-		log:      cfg.logger,
-		ctx:      ctx,
-		events:   make(chan event, 64),
-		askWake:  make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.logger,
+		ctx:     ctx,
+		events:  make(chan event, 64),
+		askWake: make(chan struct{}, 1),
+		done:    make(chan struct{}),
 	}
 }
 
