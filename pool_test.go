@@ -1,0 +1,43 @@
+package prefork_test
+
+import (
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Children that the board calls idle but that take nothing (stopped, here)
+// must not strand connections: the master notices that connections wait
+// while they take none, and starts others.
+func TestStoppedChildrenDoNotStrandConnections(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 4, Max: 8, MinSpare: 1, MaxSpare: 4})
+	p.waitFor("four children", func() bool { return len(p.children()) == 4 })
+
+	first, second := p.dial(), p.dial()
+	held := []int{atoi(t, first.ask("pid")), atoi(t, second.ask("pid"))}
+	var stopped []int
+	for _, pid := range p.children() {
+		if !slices.Contains(held, pid) {
+			require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+			stopped = append(stopped, pid)
+		}
+	}
+	require.Len(t, stopped, 2)
+	t.Cleanup(func() {
+		for _, pid := range stopped {
+			syscall.Kill(pid, syscall.SIGCONT)
+		}
+	})
+
+	third := p.dial()
+	third.conn.SetDeadline(time.Now().Add(2 * time.Second))
+	start := time.Now()
+	pid := atoi(t, third.ask("pid"))
+	t.Logf("served after %v", time.Since(start).Round(time.Millisecond))
+	assert.NotContains(t, append(held, stopped...), pid, "a new child serves it")
+}
