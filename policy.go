@@ -18,8 +18,9 @@ import "time"
 //
 // So the pool grows when connections wait that no child will take soon, and
 // only when another child helps: some CPU is idle, or most busy children are
-// asleep in their own I/O, or no request at all has been taken for a while
-// (every child is held). It grows by what waits, at once. When the cores are
+// asleep in their own I/O or held by clients that keep their connections
+// open, or no request at all has been taken for a while (every child is
+// held). It grows by what waits, at once. When the cores are
 // saturated and the children run rather than sleep, children above
 // MinServers are parked: they stay ready, as spares, but out of the
 // listener's queue, so that they cost nothing and take no connection from
@@ -67,8 +68,9 @@ type observation struct {
 	// average; -1 if unknown.
 	idleCores float64
 	// blocked is how many of the busy children sampled were asleep in
-	// their handler's own I/O (not waiting for their client), out of
-	// sampled; sampled is 0 when they were not looked at.
+	// their handler's own I/O, or held by a client for a while (not in a
+	// quick exchange with it), out of sampled; sampled is 0 when they
+	// were not looked at.
 	blocked, sampled int
 	// begun counts the requests all children have begun, ever: it moves
 	// when the pool makes progress.

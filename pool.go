@@ -29,6 +29,9 @@ const (
 	loadInterval  = 100 * time.Millisecond
 	// maxSampled bounds the busy children whose threads are read per look.
 	maxSampled = 8
+	// heldAfter: a child that has waited for its client this long into a
+	// request is held by it.
+	heldAfter = 50 * time.Millisecond
 )
 
 // maintain looks at the pool and acts on the policy's decision. It returns
@@ -88,6 +91,7 @@ func (ms *master) observe() observation {
 		o.processes++
 		state, _, begun := ms.board.State(c.slot)
 		o.begun += begun
+		c.track(state, begun, now)
 		idle := c.phase == serving && state != board.Busy && state != board.Leaving
 		switch {
 		case c.phase == starting && c.startPhase == parked:
@@ -198,10 +202,15 @@ func (ms *master) readLoad(now time.Time, busy int) {
 			continue
 		}
 		v.sampled++
-		if !ms.board.WaitsForClient(c.slot) {
-			if runnable, ok := sys.Runnable(c.pid); ok && !runnable {
-				v.blocked++
-			}
+		// A child that waits for its client is part of a conversation
+		// that another child would not speed up, unless the client has
+		// held it for a while: then it is capacity taken, as much as a
+		// handler asleep on its database.
+		if ms.board.WaitsForClient(c.slot) && now.Sub(c.busySince) < heldAfter {
+			continue
+		}
+		if runnable, ok := sys.Runnable(c.pid); ok && !runnable {
+			v.blocked++
 		}
 		if v.sampled == maxSampled {
 			v.next = (v.next + k + 1) % n
@@ -374,6 +383,16 @@ func (ms *master) replaceOld() {
 	}
 }
 
+// track notes when the master first saw the child's current request.
+func (c *child) track(state uint32, begun uint64, now time.Time) {
+	switch {
+	case state != board.Busy:
+		c.begun, c.busySince = begun, time.Time{}
+	case begun != c.begun || c.busySince.IsZero(): // a new request: time it from now
+		c.begun, c.busySince = begun, now
+	}
+}
+
 // timeoutCheckInterval paces the checks of RequestTimeout.
 const timeoutCheckInterval = 100 * time.Millisecond
 
@@ -385,12 +404,8 @@ func (ms *master) enforceRequestTimeout() {
 	now := time.Now()
 	for _, c := range ms.children {
 		state, _, begun := ms.board.State(c.slot)
-		if state != board.Busy {
-			c.begun, c.busySince = begun, time.Time{}
+		if c.track(state, begun, now); state != board.Busy {
 			continue
-		}
-		if begun != c.begun || c.busySince.IsZero() { // a new request: time it from now
-			c.begun, c.busySince = begun, now
 		}
 		busy := now.Sub(c.busySince)
 		switch {
