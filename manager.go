@@ -35,12 +35,16 @@ type Manager struct {
 	Backlog int
 
 	// MinServers is the least number of children (default 5) and
-	// MaxServers the most (default 20).
+	// MaxServers the most (default 20): both count processes, children
+	// on their way out included. MinServers children always take
+	// requests.
 	MinServers, MaxServers int
-	// MinSpareServers is the least number of idle children (default 2):
-	// when fewer are idle, the master starts more at once, up to
-	// MaxServers. MaxSpareServers is the most (default 10): surplus idle
-	// children are retired once a second, never below MinServers.
+	// MinSpareServers is the least number of spare children (default 2):
+	// idle, or parked (ready, but kept out of the listener's queue until
+	// connections wait; see the package doc). When fewer are spare, the
+	// master starts more, up to MaxServers. MaxSpareServers is the most
+	// (default 10): when more have been spare for a second, a few are
+	// retired, never below MinServers.
 	MinSpareServers, MaxSpareServers int
 	// MaxRequests is how many requests a child serves before it exits and
 	// is replaced. Zero means no limit. Denied requests count.

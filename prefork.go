@@ -29,13 +29,35 @@
 // # The pool
 //
 // Each child marks itself idle or busy on a scoreboard in memory shared with
-// the master, and wakes the master over a socketpair when idle children run
-// short. The master keeps between MinServers and MaxServers children,
-// and between MinSpareServers and MaxSpareServers of them idle: it starts
-// children as soon as idle ones run short, and retires surplus idle ones
-// once a second. A child exits after MaxRequests requests and is replaced.
-// A child that dies in any way is replaced; the master itself runs no user
-// code but its hooks.
+// the master. While children are busy the master looks at the pool every
+// 20 ms; when none is, the first child to take a request wakes it. The
+// master keeps between MinServers and MaxServers children, and between
+// MinSpareServers and MaxSpareServers spare ones, and sizes the pool by what
+// it sees: connections waiting in the listener's queue, how much of the
+// machine's CPU is idle, and whether busy children run or sleep.
+//
+// When connections wait that no child will take soon, and another child
+// helps (some CPU is idle, or most busy children are asleep in their own
+// I/O, such as a database call, or held by clients that keep their
+// connections open, or no request has been taken for a while), the pool
+// grows by as many children as connections wait, at once. When the cores
+// are saturated by children that run, another child would only turn
+// connections that a busy child finds queued into sleeps and wake-ups: the
+// pool does not grow, and children above MinServers are parked. A parked
+// child is ready and counts as spare, but it is out of the listener's
+// queue: it takes no connection and costs nothing until the master unparks
+// it. Spare children start parked. Surplus spare children retire, a few a
+// second, once more than MaxSpareServers of them have been spare for a
+// second. Idle children that take nothing for a second while connections
+// wait (stopped, say) are logged and do not count. A child exits after
+// MaxRequests requests and is replaced. A child that dies in any way is
+// replaced; the master itself runs no user code but its hooks.
+//
+// The queue, the CPU and the children's states are read on Linux; children
+// are parked only where the master shares its listener with them and can
+// read its queue (TCP and UDP, not Unix sockets or reuse-port mode).
+// Elsewhere the pool keeps MinSpareServers idle children that take
+// requests, and grows when none is left.
 //
 // Children wait for connections without waking each other: on Linux each
 // child waits in its own epoll set with EPOLLEXCLUSIVE, so the kernel wakes
@@ -84,7 +106,8 @@
 // prefork needs a Unix system. Linux is the supported target: the exclusive
 // wake-up of one child per connection, the parent-death signal and the
 // re-execution of the master's own binary file through /proc/self/exe,
-// and the waits that keep the P are Linux-only. The package builds on
+// the waits that keep the P, and the pool's reading of the queue, the CPU
+// and the children's states are Linux-only. The package builds on
 // macOS and the BSDs, where children poll the listener (all idle children
 // wake for each connection) with ordinary system calls, notice a dead
 // master only through their status socket, and a respawn runs the file at
