@@ -167,8 +167,12 @@ func (p *policy) decide(o observation) decision {
 	// park: a spare that competes for the listener takes connections that
 	// a busy child would have found queued, and under load it is soon
 	// busy, and short again.
+	// Where children cannot be parked, spares take requests: with the
+	// cores saturated they would only add wake-ups, and are not started.
 	spare := o.parked + o.startingParked - d.unpark + max(idle+o.starting+d.start-max(o.queued, 0), 0)
-	start(p.minSpare-spare, p.canPark)
+	if p.canPark || helps {
+		start(p.minSpare-spare, p.canPark)
+	}
 
 	// Saturated cores: children above MinServers wait parked.
 	serving := o.idle + o.busy

@@ -169,6 +169,14 @@ func TestPolicy(t *testing.T) {
 			want: decision{start: 2}, // one for what waits, and it is not a spare for long
 		},
 		{
+			name:    "queue unknown, cores saturated: no spare that would compete",
+			canPark: false,
+			steps: []observation{
+				{now: at(0), busy: 5, processes: 5, queued: -1, idleCores: 0.1, sampled: 5, begun: 10},
+			},
+			want: decision{},
+		},
+		{
 			name:    "CPU unknown: growth as if the cores had room",
 			canPark: true,
 			steps: []observation{
