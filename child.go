@@ -330,11 +330,11 @@ func (w *worker) serve() error {
 			return nil
 		}
 		if !queued {
-			parked, err := w.followPark()
+			parked, changed, err := w.followPark()
 			if err != nil {
 				return err
 			}
-			if parked {
+			if parked && changed {
 				// The kernel may have woken this child for a connection
 				// just before it stopped listening, and will not wake
 				// another for it: take it.
@@ -347,6 +347,8 @@ func (w *worker) serve() error {
 					}
 					continue
 				}
+			}
+			if parked {
 				w.report(board.Parked)
 			} else {
 				w.report(board.Idle)
@@ -377,13 +379,15 @@ func (w *worker) serve() error {
 }
 
 // followPark makes the child watch the listener, or stop watching it, as the
-// master last asked; it reports whether the child is parked.
-func (w *worker) followPark() (parked bool, err error) {
+// master last asked; it reports whether the child is parked, and whether it
+// has just stopped or started watching.
+func (w *worker) followPark() (parked, changed bool, err error) {
 	parked = w.park.Load()
-	if err := w.poller.Listen(!parked); err != nil {
-		return false, fmt.Errorf("prefork: %w", err)
+	changed, err = w.poller.Listen(!parked)
+	if err != nil {
+		return false, false, fmt.Errorf("prefork: %w", err)
 	}
-	return parked, nil
+	return parked, changed, nil
 }
 
 // serveQueue serves what is still queued on the listener before the child

@@ -114,9 +114,10 @@ type master struct {
 	stopErr     error // what Run returns
 
 	policy    policy
-	begunGone uint64   // requests begun by children that have exited
-	watching  bool     // the loop looks at the pool every tick: something is busy
-	load      loadView // what the master last saw of the machine
+	begunGone uint64    // requests begun by children that have exited
+	watching  bool      // the loop looks at the pool every tick: something is busy
+	alarmAt   time.Time // when a child last set off the board's alarm
+	load      loadView  // what the master last saw of the machine
 }
 
 func newMaster(ctx context.Context, cfg config) *master {
@@ -443,6 +444,7 @@ func (ms *master) handle(ev event) {
 		}
 	case ev.rec.Kind == wire.Busy:
 		ms.watching = true // the alarm: the loop looks at the pool now
+		ms.alarmAt = time.Now()
 	case ev.rec.Kind == wire.Retiring:
 		ms.setPhase(c, leaving)
 	}

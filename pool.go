@@ -29,6 +29,9 @@ const (
 	loadInterval  = 100 * time.Millisecond
 	// maxSampled bounds the busy children whose threads are read per look.
 	maxSampled = 8
+	// alarmPause bounds how often the board's alarm wakes the master
+	// while it watches.
+	alarmPause = 5 * time.Millisecond
 	// heldAfter: a child that has waited for its client this long into a
 	// request is held by it.
 	heldAfter = 50 * time.Millisecond
@@ -51,6 +54,16 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 	}
 	timer = ms.apply(d, timer)
 	ms.watchIf(o.busy > 0 || o.queued > 0 || o.starting+o.startingParked > 0 || ms.restarting || d != (decision{}))
+	if ms.watching {
+		// Between looks, a child that takes the last idle slot tells
+		// the master at once, while the pool could grow, and at most
+		// every alarmPause.
+		when := board.AlarmOff
+		if o.helps() && len(ms.children) < ms.cfg.maxServers && time.Since(ms.alarmAt) >= alarmPause {
+			when = board.AlarmNoIdle
+		}
+		ms.board.Arm(when)
+	}
 	return timer
 }
 
@@ -58,20 +71,13 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 // and otherwise leaves it to the board's alarm to wake the loop when a
 // child takes a request.
 func (ms *master) watchIf(busy bool) {
-	if busy {
-		if !ms.watching {
-			ms.board.Disarm()
-		}
-		ms.watching = true
+	if busy || !ms.watching {
+		ms.watching = ms.watching || busy
 		return
 	}
-	if !ms.watching {
-		return
-	}
-	ms.board.Arm()
+	ms.board.Arm(board.AlarmAny)
 	for _, c := range ms.children { // a child that went busy before Arm did not see it
 		if state, _, _ := ms.board.State(c.slot); state == board.Busy {
-			ms.board.Disarm()
 			return
 		}
 	}

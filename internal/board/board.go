@@ -13,7 +13,9 @@
 // has begun (all written by the child). Every field is accessed
 // atomically. One more slot, after the children's, holds the alarm: the
 // master arms it when it stops watching the board closely (nothing is
-// busy), and the first child to take a request then wakes it. Clocks stay out of the table: a child would need a system
+// busy), or when the pool could grow and a child that takes the last idle
+// slot should tell it at once; the first child that sets it off wakes the
+// master. Clocks stay out of the table: a child would need a system
 // call per request to read one that all processes share and that no time
 // step moves; the master times requests by watching the count change.
 package board
@@ -188,15 +190,36 @@ func (b *Board) Waiting(i int) *atomic.Int32 { return &b.slots[i].waiting }
 // now: it is busy, but another child would not make its client faster.
 func (b *Board) WaitsForClient(i int) bool { return b.slots[i].waiting.Load() > 0 }
 
-// Arm asks the next child that takes a request to wake the master.
-func (b *Board) Arm() { b.alarm.state.Store(1) }
+// Alarm settings: when the child that takes a request wakes the master.
+const (
+	AlarmOff    uint32 = iota
+	AlarmAny           // at the next request: nothing was busy
+	AlarmNoIdle        // at a request that leaves no child idle
+)
 
-// Disarm takes back Arm, once the master watches the board again.
-func (b *Board) Disarm() { b.alarm.state.Store(0) }
+// Arm sets the alarm; the first child to set it off disarms it.
+func (b *Board) Arm(when uint32) { b.alarm.state.Store(when) }
 
 // Alarm reports whether the caller, a child that has just taken a request,
-// is the one to wake the master: the alarm was armed, and no other child
-// got to it first.
+// is the one to wake the master: the alarm is set for this request, and no
+// other child got to it first. A child calls it for every request: while
+// the alarm is off it costs one load.
 func (b *Board) Alarm() bool {
-	return b.alarm.state.Load() == 1 && b.alarm.state.CompareAndSwap(1, 0)
+	when := b.alarm.state.Load()
+	switch {
+	case when == AlarmOff:
+		return false
+	case when == AlarmNoIdle && b.anyIdle():
+		return false
+	}
+	return b.alarm.state.CompareAndSwap(when, AlarmOff)
+}
+
+func (b *Board) anyIdle() bool {
+	for i := range b.slots {
+		if b.slots[i].state.Load() == Idle {
+			return true
+		}
+	}
+	return false
 }

@@ -65,12 +65,21 @@ func TestAlarmGoesOffOnce(t *testing.T) {
 	defer child.Close()
 
 	assert.False(t, child.Alarm(), "not armed")
-	master.Arm()
+	master.Arm(AlarmAny)
 	assert.True(t, child.Alarm())
 	assert.False(t, child.Alarm(), "taken")
-	master.Arm()
-	master.Disarm()
+	master.Arm(AlarmAny)
+	master.Arm(AlarmOff)
 	assert.False(t, child.Alarm(), "disarmed")
+
+	master.Reset(0)
+	master.Reset(1)
+	child.SetIdle(0, 0)
+	master.Arm(AlarmNoIdle)
+	assert.False(t, child.Alarm(), "a child is still idle")
+	child.SetBusy(0)
+	assert.True(t, child.Alarm(), "none is idle")
+	assert.False(t, child.Alarm(), "taken")
 }
 
 func TestOpenChecksSize(t *testing.T) {

@@ -62,7 +62,7 @@ func NewPoller(listener int, w *Waiter) (*Poller, error) {
 		ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 		return os.NewSyscallError("epoll_ctl", unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev))
 	}
-	err = p.Listen(true)
+	_, err = p.Listen(true)
 	if err == nil {
 		err = add(w.wake, unix.EPOLLIN)
 	}
@@ -81,12 +81,12 @@ func NewPoller(listener int, w *Waiter) (*Poller, error) {
 // Listen adds the listener to the descriptors Wait watches, or takes it
 // out: a child that does not watch it is never woken for a connection, and
 // the kernel wakes another. (EPOLLEXCLUSIVE cannot be changed in place: the
-// listener is removed and added again.)
-func (p *Poller) Listen(on bool) error {
+// listener is removed and added again.) It reports whether that changed
+// anything.
+func (p *Poller) Listen(on bool) (changed bool, err error) {
 	if on == p.listening {
-		return nil
+		return false, nil
 	}
-	var err error
 	if on {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(p.listener)}
 		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, p.listener, &ev)
@@ -94,10 +94,10 @@ func (p *Poller) Listen(on bool) error {
 		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, p.listener, nil)
 	}
 	if err != nil {
-		return os.NewSyscallError("epoll_ctl", err)
+		return false, os.NewSyscallError("epoll_ctl", err)
 	}
 	p.listening = on
-	return nil
+	return true, nil
 }
 
 // Wait blocks until the listener is ready (true) or the Waiter is woken

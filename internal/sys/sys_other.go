@@ -88,10 +88,10 @@ func NewPoller(listener int, w *Waiter) (*Poller, error) {
 }
 
 // Listen adds the listener to the descriptors Wait watches, or takes it
-// out.
-func (p *Poller) Listen(on bool) error {
-	p.listening = on
-	return nil
+// out. It reports whether that changed anything.
+func (p *Poller) Listen(on bool) (changed bool, err error) {
+	changed, p.listening = p.listening != on, on
+	return changed, nil
 }
 
 // Wait blocks until the listener is ready (true) or the Waiter is woken
