@@ -41,3 +41,19 @@ func TestStoppedChildrenDoNotStrandConnections(t *testing.T) {
 	t.Logf("served after %v", time.Since(start).Round(time.Millisecond))
 	assert.NotContains(t, append(held, stopped...), pid, "a new child serves it")
 }
+
+// With every child held, the pool starts MinSpareServers spares (parked, on
+// Linux: out of the listener's queue until connections wait), and a new
+// client is served by one of them rather than by a child started for it.
+func TestSparesServeWhenEveryChildIsHeld(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 8, MinSpare: 2, MaxSpare: 4})
+	first, second := p.dial(), p.dial()
+	held := []int{atoi(t, first.ask("pid")), atoi(t, second.ask("pid"))}
+	p.waitFor("two spares besides the two held children", func() bool { return len(p.children()) == 4 })
+	spares := slices.DeleteFunc(p.children(), func(pid int) bool { return slices.Contains(held, pid) })
+
+	third := p.dial()
+	pid := atoi(t, third.ask("pid"))
+	assert.Contains(t, spares, pid, "a spare serves it")
+}

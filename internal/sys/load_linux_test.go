@@ -1,0 +1,131 @@
+package sys
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Queued counts the connections that wait in a listener's accept queue, and
+// tells a datagram socket with something to read from an empty one.
+func TestQueued(t *testing.T) {
+	f, addr, err := Listen("tcp", "127.0.0.1:0", 16, false)
+	require.NoError(t, err)
+	defer f.Close()
+	fd := int(rawFD(t, f))
+	assert.Equal(t, 0, Queued(fd, "tcp"))
+	for range 3 {
+		c, err := net.Dial("tcp", addr.String())
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	assert.Equal(t, 3, Queued(fd, "tcp"))
+
+	p, paddr, err := Listen("udp", "127.0.0.1:0", 0, false)
+	require.NoError(t, err)
+	defer p.Close()
+	pfd := int(rawFD(t, p))
+	assert.Equal(t, 0, Queued(pfd, "udp"))
+	c, err := net.Dial("udp", paddr.String())
+	require.NoError(t, err)
+	defer c.Close()
+	for range 2 {
+		_, err = c.Write([]byte("datagram"))
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 1, Queued(pfd, "udp"), "something waits; datagrams are not counted")
+
+	u, _, err := Listen("unix", t.TempDir()+"/s", 16, false)
+	require.NoError(t, err)
+	defer u.Close()
+	assert.Equal(t, -1, Queued(int(rawFD(t, u)), "unix"), "not known")
+}
+
+// The machine's CPU times move, and idle time is part of the total.
+func TestReadCPUTimes(t *testing.T) {
+	a, ok := ReadCPUTimes()
+	require.True(t, ok)
+	time.Sleep(30 * time.Millisecond) // clock ticks are 10 ms: some must pass
+	b, ok := ReadCPUTimes()
+	require.True(t, ok)
+	assert.Greater(t, b.Total, a.Total)
+	assert.LessOrEqual(t, b.Idle-a.Idle, b.Total-a.Total)
+}
+
+// Runnable tells a process that runs from one that sleeps.
+func TestRunnable(t *testing.T) {
+	sleeper := exec.Command("sleep", "30")
+	require.NoError(t, sleeper.Start())
+	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
+	spinner := exec.Command(os.Args[0], "-test.run=^TestSpin$")
+	spinner.Env = append(os.Environ(), "SYS_TEST_SPIN=1")
+	require.NoError(t, spinner.Start())
+	defer func() { spinner.Process.Kill(); spinner.Wait() }()
+
+	// A process may be caught between states: ask until it answers as
+	// expected, a bounded number of times.
+	seen := func(pid int, want bool) bool {
+		for range 200 {
+			runnable, ok := Runnable(pid)
+			require.True(t, ok)
+			if runnable == want {
+				return true
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return false
+	}
+	assert.True(t, seen(sleeper.Process.Pid, false), "sleep sleeps")
+	assert.True(t, seen(spinner.Process.Pid, true), "a spinning process runs")
+	_, ok := Runnable(1 << 30)
+	assert.False(t, ok, "no such process")
+}
+
+func TestSpin(t *testing.T) {
+	if os.Getenv("SYS_TEST_SPIN") == "" {
+		t.Skip("run by TestRunnable")
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+	}
+}
+
+// A poller that does not listen is not woken for a connection, and takes
+// it up again when it listens.
+func TestPollerListen(t *testing.T) {
+	f, addr, err := Listen("tcp", "127.0.0.1:0", 16, false)
+	require.NoError(t, err)
+	defer f.Close()
+	fd := int(rawFD(t, f))
+	w, err := NewWaiter(-1)
+	require.NoError(t, err)
+	defer w.Close()
+	p, err := NewPoller(fd, w)
+	require.NoError(t, err)
+	defer p.Close()
+
+	changed, err := p.Listen(false)
+	require.NoError(t, err)
+	assert.True(t, changed)
+	changed, err = p.Listen(false)
+	require.NoError(t, err)
+	assert.False(t, changed, "already out")
+
+	c, err := net.Dial("tcp", addr.String())
+	require.NoError(t, err)
+	defer c.Close()
+	go func() { time.Sleep(100 * time.Millisecond); w.Wake() }()
+	listener, err := p.Wait()
+	require.NoError(t, err)
+	assert.False(t, listener, "woken by Wake, not by the connection")
+
+	_, err = p.Listen(true)
+	require.NoError(t, err)
+	listener, err = p.Wait()
+	require.NoError(t, err)
+	assert.True(t, listener, "the queued connection wakes it once it listens")
+}
