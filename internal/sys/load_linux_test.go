@@ -107,6 +107,7 @@ func TestPollerListen(t *testing.T) {
 	p, err := NewPoller(fd, w)
 	require.NoError(t, err)
 	defer p.Close()
+	w.Pin(1 << 20) // waits may hold the P, whatever else runs
 
 	changed, err := p.Listen(false)
 	require.NoError(t, err)
@@ -122,10 +123,12 @@ func TestPollerListen(t *testing.T) {
 	listener, err := p.Wait()
 	require.NoError(t, err)
 	assert.False(t, listener, "woken by Wake, not by the connection")
+	assert.Zero(t, w.HeldWaits(), "a poller that does not listen sleeps without holding the P")
 
 	_, err = p.Listen(true)
 	require.NoError(t, err)
 	listener, err = p.Wait()
 	require.NoError(t, err)
 	assert.True(t, listener, "the queued connection wakes it once it listens")
+	assert.Equal(t, uint64(1), w.HeldWaits(), "and a listening poller holds the P")
 }

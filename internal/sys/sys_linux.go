@@ -101,9 +101,12 @@ func (p *Poller) Listen(on bool) (changed bool, err error) {
 }
 
 // Wait blocks until the listener is ready (true) or the Waiter is woken
-// (false).
+// (false). While it does not listen, it sleeps as any Go program does: a
+// parked child expects nothing soon, and holding the P would cost it
+// wake-ups for nothing.
 func (p *Poller) Wait() (listener bool, err error) {
 	h := p.waiter.hold()
+	h.off = !p.listening
 	for {
 		ms, raw, _ := h.next(time.Time{})
 		n, err := epollWait(p.epfd, p.events[:], ms, raw)
