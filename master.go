@@ -22,58 +22,6 @@ import (
 // from its cancelled request before it is killed.
 const killGrace = time.Second
 
-// phase is where a child is in its life, as the master sees it. It changes
-// only through master.setPhase.
-type phase uint8
-
-const (
-	starting phase = iota // started; not ready yet
-	serving               // ready, and takes requests: the board says idle or busy
-	parked                // ready, kept spare, out of the listener's queue
-	leaving               // said it leaves, untold (MaxRequests)
-	retiring              // told to retire: takes no new request
-	stopping              // told to stop with the pool
-	timedOut              // sent SIGTERM for RequestTimeout
-	killed                // sent SIGKILL
-)
-
-var phaseNames = [...]string{"starting", "serving", "parked", "leaving", "retiring", "stopping", "timed out", "killed"}
-
-func (p phase) String() string { return phaseNames[p] }
-
-// child is the master's record of one child process. Whether it is idle
-// or busy is on the board, in its slot. Events name the record, not the
-// pid: an exited child's pid may already be another's.
-type child struct {
-	pid        int // 0 until the child has started
-	proc       *os.Process
-	slot       int
-	phase      phase
-	generation int    // the restart it was started in; older ones are replaced
-	startPhase phase  // serving, or parked: what it is once ready
-	failed     string // the error the child reported before it exited
-
-	started    time.Time
-	readyAt    time.Time
-	begun      uint64    // the board's count of requests begun, when last seen
-	busySince  time.Time // when the master first saw the current request
-	terminated time.Time // when the master sent SIGTERM for RequestTimeout
-	seen       uint64    // the board's count of requests begun, for stuck children
-	moved      time.Time // when it last took a request, or nothing waited for it
-	stuck      bool      // logged as stuck
-	cmd        *exec.Cmd
-	status     *os.File // the master's end of the status socket
-}
-
-// active reports whether the child takes requests, or will.
-func (c *child) active() bool { return c.phase <= parked }
-
-// untold reports whether the master has not asked the child to go.
-func (c *child) untold() bool { return c.phase <= leaving }
-
-// ready reports whether the child has reported for duty.
-func (c *child) ready() bool { return c.phase != starting && !c.readyAt.IsZero() }
-
 // event is what a child's watcher, or the spawner, reports to the loop.
 type event struct {
 	c       *child
@@ -357,61 +305,6 @@ func (ms *master) killAll() {
 	for _, c := range ms.children {
 		ms.setPhase(c, killed)
 	}
-}
-
-// setPhase moves a child to phase p, and does what the change needs: tells
-// the child, signals it, notes the time. A child never goes back to an
-// earlier phase, but between serving and parked; a killed child stays
-// killed.
-func (ms *master) setPhase(c *child, p phase) {
-	from := c.phase
-	switch {
-	case from == p, from == killed:
-		return
-	case p < from && !(from == parked && p == serving):
-		return
-	case p == stopping && from == timedOut: // already on its way out, harder
-		return
-	}
-	c.phase = p
-	switch p {
-	case serving:
-		if from == starting {
-			c.readyAt = time.Now()
-		} else {
-			ms.send(c, wire.Unpark)
-		}
-	case parked:
-		if from == starting { // it was started parked (see spawn)
-			c.readyAt = time.Now()
-		} else {
-			ms.send(c, wire.Park)
-		}
-	case retiring:
-		ms.send(c, wire.Retire)
-	case stopping:
-		ms.send(c, wire.Stop)
-	case timedOut:
-		c.terminated = time.Now()
-		c.signal(syscall.SIGTERM)
-	case killed:
-		c.signal(syscall.SIGKILL)
-	}
-}
-
-// signal sends a child sig, if it has started.
-func (c *child) signal(sig syscall.Signal) {
-	if c.proc != nil {
-		c.proc.Signal(sig)
-	}
-}
-
-// send writes a record to a child. A child that cannot be told (it just
-// died) is reaped all the same; one that has not started yet reads it when
-// it does.
-func (ms *master) send(c *child, kind wire.Kind) {
-	var b [wire.RecordSize]byte
-	c.status.Write(wire.Encode(&b, wire.Record{Kind: kind}))
 }
 
 func (ms *master) handle(ev event) {

@@ -1,7 +1,10 @@
 package prefork_test
 
 import (
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -33,6 +36,9 @@ func TestStoppedChildrenDoNotStrandConnections(t *testing.T) {
 			syscall.Kill(pid, syscall.SIGCONT)
 		}
 	})
+	p.waitFor("the two idle children to stop", func() bool {
+		return processState(stopped[0]) == 'T' && processState(stopped[1]) == 'T'
+	})
 
 	third := p.dial()
 	third.conn.SetDeadline(time.Now().Add(2 * time.Second))
@@ -56,4 +62,18 @@ func TestSparesServeWhenEveryChildIsHeld(t *testing.T) {
 	third := p.dial()
 	pid := atoi(t, third.ask("pid"))
 	assert.Contains(t, spares, pid, "a spare serves it")
+}
+
+// processState is the state letter of a process in /proc (R, S, T, ...),
+// or 0 if it cannot be read.
+func processState(pid int) byte {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(fields) == 0 {
+		return 0
+	}
+	return fields[0][0]
 }
