@@ -162,7 +162,7 @@ func (ms *master) run() error {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
 	ms.env = childEnv([]wire.Listener{handed}, ms.cfg.childMaxProcs)
-	ms.spawner = startSpawner()
+	ms.spawner = startSpawner(ms.cfg.childTimerSlack)
 	defer ms.spawner.stop()
 
 	if err := callHook("PreInitChildren", hooks.PreInitChildren, ctx); err != nil {

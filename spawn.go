@@ -103,18 +103,24 @@ func (ms *master) watch(c *child) {
 // spawner starts every child from one goroutine locked to its OS thread
 // for as long as the master runs, because Linux sends a child its
 // parent-death signal when the thread that started it exits, not the
-// process.
+// process. The thread's timer slack, if slack > 0, is what every thread of
+// every child inherits (see Manager.ChildTimerSlack); nothing else runs on
+// that thread.
 type spawner struct {
 	cmds chan *exec.Cmd
 	errs chan error
 	done chan struct{}
 }
 
-func startSpawner() *spawner {
+func startSpawner(slack time.Duration) *spawner {
 	s := &spawner{cmds: make(chan *exec.Cmd), errs: make(chan error), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if slack > 0 {
+			// It fails only for a value out of range, which config refuses.
+			sys.SetTimerSlack(slack)
+		}
 		for cmd := range s.cmds {
 			s.errs <- cmd.Start()
 		}
