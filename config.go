@@ -31,6 +31,7 @@ type config struct {
 	requestTimeout         time.Duration
 	shutdownTimeout        time.Duration
 	childMaxProcs          int
+	childTimerSlack        time.Duration
 	logger                 *slog.Logger
 	newChild               func() Child
 	hooks                  ManagerHooks
@@ -61,6 +62,7 @@ func (m *Manager) config() (config, error) {
 		requestTimeout:  m.RequestTimeout,
 		shutdownTimeout: m.ShutdownTimeout,
 		childMaxProcs:   m.ChildMaxProcs,
+		childTimerSlack: m.ChildTimerSlack,
 		logger:          m.Logger,
 		newChild:        m.NewChild,
 		hooks:           m.Hooks,
@@ -73,7 +75,7 @@ func (m *Manager) config() (config, error) {
 		{"MinSpareServers", int64(m.MinSpareServers)}, {"MaxSpareServers", int64(m.MaxSpareServers)},
 		{"MaxRequests", int64(m.MaxRequests)}, {"Backlog", int64(m.Backlog)},
 		{"ShutdownTimeout", int64(m.ShutdownTimeout)}, {"MaxRequestsJitter", int64(m.MaxRequestsJitter)},
-		{"RequestTimeout", int64(m.RequestTimeout)},
+		{"RequestTimeout", int64(m.RequestTimeout)}, {"ChildTimerSlack", int64(m.ChildTimerSlack)},
 	} {
 		if f.value < 0 {
 			return c, invalid("Manager.%s is negative (%d); use 0 for the default or a positive value", f.name, f.value)
@@ -118,6 +120,9 @@ func (m *Manager) config() (config, error) {
 	}
 	if c.minSpare > c.maxServers {
 		return c, invalid("MinSpareServers (%d) is greater than MaxServers (%d): the pool could never keep that many children idle", c.minSpare, c.maxServers)
+	}
+	if c.childTimerSlack > time.Second {
+		return c, invalid("Manager.ChildTimerSlack is %v; every timer in the children could fire that late: use at most a second (1ms is plenty)", c.childTimerSlack)
 	}
 	if c.backlog == 0 {
 		c.backlog = unix.SOMAXCONN

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/prefork-go/prefork"
 	"github.com/stretchr/testify/assert"
@@ -34,6 +35,10 @@ func TestBadConfigurationIsRefusedBeforeAnythingStarts(t *testing.T) {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxRequests: -3}, "MaxRequests is negative"},
 		"negative ShutdownTimeout": {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", ShutdownTimeout: -1}, "ShutdownTimeout is negative"},
+		"negative ChildTimerSlack": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", ChildTimerSlack: -time.Millisecond}, "ChildTimerSlack is negative"},
+		"ChildTimerSlack above a second": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", ChildTimerSlack: 2 * time.Second}, "ChildTimerSlack is 2s"},
 		"min above max": {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: 8, MaxServers: 4}, "MinServers (8) is greater than MaxServers (4)"},
 		"min spare above max spare": {

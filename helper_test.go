@@ -61,6 +61,8 @@ type helperConfig struct {
 	NotifyContext                             bool   // Run's ctx ends on SIGINT/SIGTERM, as with signal.NotifyContext
 	FailInitFlag                              string // Initialize fails once when this file exists, and removes it
 	ChildMaxProcs                             int
+	ChildTimerSlack                           time.Duration
+	ReportTimerSlack                          bool // Initialize records the child's timer slack, as a TimerSlack event
 }
 
 func helperMain() int {
@@ -126,6 +128,7 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 		MaxRequestsJitter: cfg.Jitter,
 		RequestTimeout:    cfg.RequestTimeout,
 		ChildMaxProcs:     cfg.ChildMaxProcs,
+		ChildTimerSlack:   cfg.ChildTimerSlack,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
 		Logger:            slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		NewChild:          func() prefork.Child { return &testChild{cfg: cfg, rec: rec} },
@@ -186,6 +189,10 @@ type testChild struct {
 
 func (c *testChild) Initialize(context.Context) error {
 	c.rec.add("Initialize", strconv.Itoa(runtime.GOMAXPROCS(0))+" "+os.Getenv("GOMAXPROCS"))
+	if c.cfg.ReportTimerSlack { // the main thread's, inherited as every thread's
+		slack, _ := os.ReadFile("/proc/self/timerslack_ns")
+		c.rec.add("TimerSlack", strings.TrimSpace(string(slack)))
+	}
 	if c.cfg.FailInit {
 		return errors.New("initialization refused by the test")
 	}

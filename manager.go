@@ -78,6 +78,20 @@ type Manager struct {
 	// removes it so that programs it starts do not inherit it.
 	ChildMaxProcs int
 
+	// ChildTimerSlack is, on Linux, the timer slack of every thread of
+	// each child: how late the kernel may end their timed sleeps, so as
+	// to group wake-ups (prctl(2), PR_SET_TIMERSLACK). Zero leaves what
+	// the master inherited, usually 50 µs. It is meant for handlers that
+	// wait on connections of their own, such as a database's: each of
+	// those waits lets the child's runtime go idle, and the next system
+	// call wakes the runtime's monitor thread, which then polls every
+	// 20 µs until the handler waits again. With 1 ms it polls about once a
+	// millisecond (see "Performance" in the README for figures). The
+	// cost: every timer in the children, and in programs they start, may
+	// fire up to this much late (time.Sleep, timeouts, deadlines). At most
+	// a second. Elsewhere it is ignored.
+	ChildTimerSlack time.Duration
+
 	// Logger receives the master's and the children's logs. Nil means
 	// slog.Default().
 	Logger *slog.Logger

@@ -149,7 +149,7 @@ func (ms *master) run() error {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
 	ms.env = childEnv([]wire.Listener{handed}, ms.cfg.childMaxProcs)
-	ms.spawner = startSpawner(cfg.maxServers)
+	ms.spawner = startSpawner(cfg.maxServers, cfg.childTimerSlack)
 	defer ms.spawner.stop()
 
 	ms.policy = policy{

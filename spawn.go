@@ -132,7 +132,9 @@ const spawnThreads = 4
 // spawner starts children from goroutines locked to their OS threads for
 // as long as the master runs, because Linux sends a child its
 // parent-death signal when the thread that started it exits, not the
-// process.
+// process. The threads' timer slack, if slack > 0, is what every thread of
+// every child inherits (see Manager.ChildTimerSlack); nothing else runs on
+// them.
 type spawner struct {
 	jobs chan func()
 	done sync.WaitGroup
@@ -140,11 +142,15 @@ type spawner struct {
 
 // startSpawner starts the threads; queue bounds the starts that can wait
 // for one, so that the loop never blocks on them.
-func startSpawner(queue int) *spawner {
+func startSpawner(queue int, slack time.Duration) *spawner {
 	s := &spawner{jobs: make(chan func(), queue)}
 	for range spawnThreads {
 		s.done.Go(func() {
 			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			if slack > 0 {
+				// It fails only for a value out of range, which config refuses.
+				sys.SetTimerSlack(slack)
+			}
 			for job := range s.jobs {
 				job()
 			}

@@ -30,6 +30,14 @@ import (
 // for at most holdLimit per wait: a child that is idle for longer than that
 // waits as any Go program does, and costs nothing while it sleeps.
 //
+// That holds while the child waits only here. A handler that waits
+// through the netpoller (on a database connection of its own, say) leaves
+// the P idle: sysmon goes into its deep sleep, the handler's next system
+// call wakes it, and it polls every 20 µs again until the P is idle once
+// more. Those are a few wake-ups per request, which a Waiter cannot
+// prevent (it does not see the handler's waits); a timer slack spaces
+// them out (see Manager.ChildTimerSlack).
+//
 // holdLimit is a ski-rental bound. Each slice that ends with nothing to do
 // costs a wake-up; going back to an ordinary wait and out of it costs about
 // fifty (sysmon polls every 20 µs for a millisecond once it is woken from
