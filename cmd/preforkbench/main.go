@@ -34,7 +34,8 @@
 // connection to the backend for its whole life, and for each line of its
 // client asks the backend and writes the answer back. Its pool has flags of
 // its own, -io-min-servers and so on (default 5 to 40 children, 2 to 10
-// spare), and the -min-servers flags do not apply to it. The ceiling serves
+// spare), and the -min-servers flags do not apply to it; -io-timer-slack
+// sets its children's Manager.ChildTimerSlack. The ceiling serves
 // the io mode on a port of its own, a goroutine per client connection, each
 // with a backend connection of its own, opened when the client connection
 // starts. The figure that matters is 32 clients (-concurrency 32, in the
@@ -137,6 +138,7 @@ type config struct {
 	Concurrency       []int         `json:"concurrency"`
 	Pool              pool          `json:"pool"`
 	IOPool            pool          `json:"io_pool"`
+	IOTimerSlack      time.Duration `json:"io_timer_slack_ns"`
 	Sweep             bool          `json:"sweep"`
 	ServerMaxRequests int           `json:"server_max_requests"`
 	ReusePort         bool          `json:"reuse_port"`
@@ -195,6 +197,7 @@ func parseFlags() (config, error) {
 	flag.IntVar(&cfg.IOPool.Max, "io-max-servers", 40, "io mode: prefork server's -max-servers")
 	flag.IntVar(&cfg.IOPool.MinSpare, "io-min-spare-servers", 2, "io mode: prefork server's -min-spare-servers")
 	flag.IntVar(&cfg.IOPool.MaxSpare, "io-max-spare-servers", 10, "io mode: prefork server's -max-spare-servers")
+	flag.DurationVar(&cfg.IOTimerSlack, "io-timer-slack", 0, "io mode: the children's timer slack (Manager.ChildTimerSlack; 0: inherited)")
 	flag.BoolVar(&cfg.Sweep, "sweep", true, "tcp-conn: also measure fixed pools of -min-servers, twice that, four times... up to -max-servers children")
 	flag.IntVar(&cfg.ServerMaxRequests, "server-max-requests", 0, "prefork server's -max-requests (requests a child serves before it is replaced; 0: no limit)")
 	flag.BoolVar(&cfg.ReusePort, "reuse-port", false, "run every prefork server with -reuse-port")

@@ -237,7 +237,7 @@ func printReport(w io.Writer, rep report) {
 	}
 	fmt.Fprintf(w, "prefork: examples/echo %s\n", poolFlags(cfg, cfg.Pool))
 	if slices.Contains(cfg.Modes, "io") {
-		fmt.Fprintf(w, "prefork, io: internal/ioserver %s, one backend connection per child\n", poolFlags(cfg, cfg.IOPool))
+		fmt.Fprintf(w, "prefork, io: internal/ioserver %s -timer-slack %v, one backend connection per child\n", poolFlags(cfg, cfg.IOPool), cfg.IOTimerSlack)
 		fmt.Fprintf(w, "io backend: a separate process that answers each line after %v (its CPU counts for neither server)\n", iobackend.Delay)
 	}
 	fmt.Fprintf(w, "ceiling: goroutine per connection, no prefork")

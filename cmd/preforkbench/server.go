@@ -116,7 +116,7 @@ func startIOPrefork(ctx context.Context, cfg config, ioBin, dir, backendAddr str
 	if err != nil {
 		return nil, err
 	}
-	args := append(serverArgs(cfg, addr, cfg.IOPool), "-backend", backendAddr)
+	args := append(serverArgs(cfg, addr, cfg.IOPool), "-backend", backendAddr, "-timer-slack", cfg.IOTimerSlack.String())
 	return launchPrefork(ctx, "prefork-io", ioBin, dir, addr, args)
 }
 
