@@ -338,11 +338,12 @@ func (w *worker) serve() error {
 				// The kernel may have woken this child for a connection
 				// just before it stopped listening, and will not wake
 				// another for it: take it.
-				if r, err := w.next(); err != nil || r != nil {
-					if err == nil {
-						err = w.serveOne(r)
-					}
-					if err != nil {
+				r, err := w.next()
+				if err != nil {
+					return err
+				}
+				if r != nil {
+					if err := w.serveOne(r); err != nil {
 						return err
 					}
 					continue
@@ -481,17 +482,19 @@ func (w *worker) readRecords() {
 
 // report records the child's state on the scoreboard, once per change. The
 // master hears of it over the status socket only when the child becomes
-// ready, when it leaves, and when it takes a request while the master has
-// armed the alarm (nothing was busy, and the master stopped watching the
-// board): the requests in between cost the master nothing.
+// ready, when it leaves, and when it takes a request that sets off the
+// board's alarm (the first request after a quiet spell, or one that takes
+// the last idle slot while the pool could grow): the requests in between
+// cost the master nothing.
 func (w *worker) report(state uint32) {
 	if state == board.Busy {
 		w.board.SetBusy(w.slot) // for every request: RequestTimeout counts from here
-		if w.reported != board.Leaving && w.board.Alarm() {
-			w.send(wire.Busy)
+		if w.reported == board.Leaving {
+			return // serving its own socket's queue on the way out
 		}
-		if w.reported != board.Leaving { // serving its own socket's queue on the way out
-			w.reported = state
+		w.reported = state
+		if w.board.Alarm() {
+			w.send(wire.Busy)
 		}
 		return
 	}

@@ -17,6 +17,7 @@ const (
 	DefaultMinSpareServers = 2
 	DefaultMaxSpareServers = 10
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultChildTimerSlack = 500 * time.Microsecond
 )
 
 // config is a Manager's settings with defaults applied and checked. Run
@@ -75,7 +76,7 @@ func (m *Manager) config() (config, error) {
 		{"MinSpareServers", int64(m.MinSpareServers)}, {"MaxSpareServers", int64(m.MaxSpareServers)},
 		{"MaxRequests", int64(m.MaxRequests)}, {"Backlog", int64(m.Backlog)},
 		{"ShutdownTimeout", int64(m.ShutdownTimeout)}, {"MaxRequestsJitter", int64(m.MaxRequestsJitter)},
-		{"RequestTimeout", int64(m.RequestTimeout)}, {"ChildTimerSlack", int64(m.ChildTimerSlack)},
+		{"RequestTimeout", int64(m.RequestTimeout)},
 	} {
 		if f.value < 0 {
 			return c, invalid("Manager.%s is negative (%d); use 0 for the default or a positive value", f.name, f.value)
@@ -120,6 +121,12 @@ func (m *Manager) config() (config, error) {
 	}
 	if c.minSpare > c.maxServers {
 		return c, invalid("MinSpareServers (%d) is greater than MaxServers (%d): the pool could never keep that many children idle", c.minSpare, c.maxServers)
+	}
+	switch {
+	case c.childTimerSlack == 0:
+		c.childTimerSlack = DefaultChildTimerSlack
+	case c.childTimerSlack < 0:
+		c.childTimerSlack = 0 // the children keep the slack they inherit
 	}
 	if c.childTimerSlack > time.Second {
 		return c, invalid("Manager.ChildTimerSlack is %v; every timer in the children could fire that late: use at most a second (1ms is plenty)", c.childTimerSlack)

@@ -30,6 +30,8 @@ func TestRunLeavesNoProcessDescriptorOrGoroutine(t *testing.T) {
 	signal.Stop(sigs)
 
 	fdsBefore, goroutinesBefore := openFDs(t), runtime.NumGoroutine()
+	slackBefore, err := os.ReadFile("/proc/self/timerslack_ns")
+	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, p, wait := runInProcess(t, ctx, helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2})
@@ -42,6 +44,9 @@ func TestRunLeavesNoProcessDescriptorOrGoroutine(t *testing.T) {
 	require.NoError(t, wait(), "a cancelled context is a graceful stop")
 	assert.Empty(t, myChildren(), "children left")
 	assert.Equal(t, fdsBefore, openFDs(t), "descriptors left open")
+	slackAfter, err := os.ReadFile("/proc/self/timerslack_ns")
+	require.NoError(t, err)
+	assert.Equal(t, string(slackBefore), string(slackAfter), "the main thread keeps its timer slack, whichever goroutine locked it")
 	deadline := time.Now().Add(waitLimit)
 	for runtime.NumGoroutine() > goroutinesBefore && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond) // goroutines that have finished their work but not yet exited

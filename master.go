@@ -326,15 +326,12 @@ func (ms *master) handle(ev event) {
 	case ev.rec.Kind == wire.Failed:
 		c.failed = ev.rec.Text
 	case ev.rec.Kind == wire.Idle:
-		if c.phase == starting {
-			ms.setPhase(c, c.startPhase)
-			ms.everReady = true
-			ms.log.Debug("prefork: child ready", "pid", c.pid)
-		} else if c.readyAt.IsZero() { // told to park or leave before it was ready
+		if c.readyAt.IsZero() {
 			c.readyAt = time.Now()
 			ms.everReady = true
 			ms.log.Debug("prefork: child ready", "pid", c.pid)
 		}
+		ms.setPhase(c, c.startPhase) // one told to leave before it was ready stays leaving
 	case ev.rec.Kind == wire.Busy:
 		ms.watching = true // the alarm: the loop looks at the pool now
 		ms.alarmAt = time.Now()

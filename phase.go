@@ -59,7 +59,7 @@ func (c *child) active() bool { return c.phase <= parked }
 func (c *child) untold() bool { return c.phase <= leaving }
 
 // ready reports whether the child has reported for duty.
-func (c *child) ready() bool { return c.phase != starting && !c.readyAt.IsZero() }
+func (c *child) ready() bool { return !c.readyAt.IsZero() }
 
 // setPhase moves a child to phase p, and does what the change needs: tells
 // the child, signals it, notes the time. A child never goes back to an
@@ -78,15 +78,11 @@ func (ms *master) setPhase(c *child, p phase) {
 	c.phase = p
 	switch p {
 	case serving:
-		if from == starting {
-			c.readyAt = time.Now()
-		} else {
+		if from == parked {
 			ms.send(c, wire.Unpark)
 		}
 	case parked:
-		if from == starting { // it was started parked (see spawn)
-			c.readyAt = time.Now()
-		} else {
+		if from != starting { // one started parked was told so at its start
 			ms.send(c, wire.Park)
 		}
 	case retiring:

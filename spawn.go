@@ -148,6 +148,11 @@ func startSpawner(queue int, slack time.Duration) *spawner {
 		s.done.Go(func() {
 			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
 			if slack > 0 {
+				// The main thread does not end with a goroutine locked to
+				// it: it keeps its own slack.
+				if own, err := sys.TimerSlack(); err == nil {
+					defer sys.SetTimerSlack(own)
+				}
 				// It fails only for a value out of range, which config refuses.
 				sys.SetTimerSlack(slack)
 			}

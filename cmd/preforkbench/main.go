@@ -197,7 +197,7 @@ func parseFlags() (config, error) {
 	flag.IntVar(&cfg.IOPool.Max, "io-max-servers", 40, "io mode: prefork server's -max-servers")
 	flag.IntVar(&cfg.IOPool.MinSpare, "io-min-spare-servers", 2, "io mode: prefork server's -min-spare-servers")
 	flag.IntVar(&cfg.IOPool.MaxSpare, "io-max-spare-servers", 10, "io mode: prefork server's -max-spare-servers")
-	flag.DurationVar(&cfg.IOTimerSlack, "io-timer-slack", 0, "io mode: the children's timer slack (Manager.ChildTimerSlack; 0: inherited)")
+	flag.DurationVar(&cfg.IOTimerSlack, "io-timer-slack", 0, "io mode: the children's timer slack (Manager.ChildTimerSlack; 0: the default, negative: inherited)")
 	flag.BoolVar(&cfg.Sweep, "sweep", true, "tcp-conn: also measure fixed pools of -min-servers, twice that, four times... up to -max-servers children")
 	flag.IntVar(&cfg.ServerMaxRequests, "server-max-requests", 0, "prefork server's -max-requests (requests a child serves before it is replaced; 0: no limit)")
 	flag.BoolVar(&cfg.ReusePort, "reuse-port", false, "run every prefork server with -reuse-port")

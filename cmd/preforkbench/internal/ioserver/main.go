@@ -46,7 +46,7 @@ func main() {
 	flag.IntVar(&m.MinSpareServers, "min-spare-servers", prefork.DefaultMinSpareServers, "least number of idle children")
 	flag.IntVar(&m.MaxSpareServers, "max-spare-servers", prefork.DefaultMaxSpareServers, "most number of idle children")
 	flag.IntVar(&m.MaxRequests, "max-requests", 0, "requests a child serves before it is replaced (0: no limit)")
-	flag.DurationVar(&m.ChildTimerSlack, "timer-slack", 0, "the children's timer slack (Manager.ChildTimerSlack; 0: inherited)")
+	flag.DurationVar(&m.ChildTimerSlack, "timer-slack", 0, "the children's timer slack (Manager.ChildTimerSlack; 0: the default, negative: inherited)")
 	verbose := flag.Bool("v", false, "log children's starts and exits")
 	flag.Parse()
 	if *backend == "" {
