@@ -16,7 +16,11 @@ import (
 // queue, and now and then the machine's CPU and the busy children's states.
 func (ms *master) observe() observation {
 	now := time.Now()
-	o := observation{now: now, queued: -1, begun: ms.begunGone}
+	if ms.failures > 0 && ms.healthy() {
+		ms.log.Info("prefork: children start and stay up again", "failures", ms.failures)
+		ms.failures = 0
+	}
+	o := observation{now: now, queued: -1, begun: ms.begunGone, failing: ms.failures > 0, startAfter: ms.nextSpawn}
 	if ms.listener != nil {
 		o.queued = sys.Queued(ms.listenFD, ms.cfg.network)
 	}

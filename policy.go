@@ -75,6 +75,10 @@ type observation struct {
 	// begun counts the requests all children have begun, ever: it moves
 	// when the pool makes progress.
 	begun uint64
+	// failing: children failed to start, or died young, and none has
+	// stayed up since; no start before startAfter (the back-off).
+	failing    bool
+	startAfter time.Time
 }
 
 // decision is what the master should do now.
@@ -84,6 +88,9 @@ type decision struct {
 	unpark      int // parked children to return to the listener
 	park        int // serving children to park: idle ones first, then busy ones after their request
 	retire      int // spare children to retire: parked ones first
+	// retryIn, when starts were held back by the back-off after
+	// failures, is when to look again.
+	retryIn time.Duration
 }
 
 // policy decides; it keeps what it needs of earlier observations.
@@ -172,6 +179,21 @@ func (p *policy) decide(o observation) decision {
 	spare := o.parked + o.startingParked - d.unpark + max(idle+o.starting+d.start-max(o.queued, 0), 0)
 	if p.canPark || helps {
 		start(p.minSpare-spare, p.canPark)
+	}
+
+	// After failures, one start at a time: once the back-off has passed,
+	// and once the last one is ready or has failed.
+	if o.failing && d.start+d.startParked > 0 {
+		switch {
+		case o.now.Before(o.startAfter):
+			d.start, d.startParked, d.retryIn = 0, 0, o.startAfter.Sub(o.now)
+		case o.starting+o.startingParked > 0:
+			d.start, d.startParked = 0, 0
+		case d.start > 0:
+			d.start, d.startParked = 1, 0
+		default:
+			d.startParked = 1
+		}
 	}
 
 	// Saturated cores: children above MinServers wait parked.

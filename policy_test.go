@@ -169,6 +169,30 @@ func TestPolicy(t *testing.T) {
 			want: decision{start: 2}, // one for what waits, and it is not a spare for long
 		},
 		{
+			name:    "crash loop: no start during the back-off, and when to look again",
+			canPark: true,
+			steps: []observation{
+				{now: at(0), processes: 0, idleCores: 2, failing: true, startAfter: at(400)},
+			},
+			want: decision{retryIn: 400 * time.Millisecond},
+		},
+		{
+			name:    "crash loop: after the back-off, one start, serving",
+			canPark: true,
+			steps: []observation{
+				{now: at(500), idle: 2, processes: 2, idleCores: 2, failing: true, startAfter: at(400)},
+			},
+			want: decision{start: 1},
+		},
+		{
+			name:    "crash loop: none while the last start is not ready",
+			canPark: true,
+			steps: []observation{
+				{now: at(500), idle: 2, starting: 1, processes: 3, idleCores: 2, failing: true, startAfter: at(400)},
+			},
+			want: decision{},
+		},
+		{
 			name:    "queue unknown, cores saturated: no spare that would compete",
 			canPark: false,
 			steps: []observation{

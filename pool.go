@@ -84,7 +84,11 @@ func (ms *master) apply(d decision, timer <-chan time.Time) <-chan time.Time {
 	ms.pick(d.retire-n, retiring, ms.idle)
 	n = ms.pick(d.park, parked, ms.idle)
 	ms.pick(d.park-n, parked, isServing) // busy ones park after their request
-	return ms.startChildren(d.start, d.startParked, timer)
+	ms.startChildren(d.start, d.startParked)
+	if d.retryIn > 0 && timer == nil {
+		timer = time.After(d.retryIn)
+	}
+	return timer
 }
 
 // pick moves up to n children that match to phase p, older generations
@@ -120,33 +124,9 @@ func (ms *master) readyCount() int {
 	return n
 }
 
-// startChildren starts serve children to serve and spare ones parked, up
-// to MaxServers processes. After failures it starts one at a time, paced
-// by the back-off; it returns the timer that ends the current back-off.
-func (ms *master) startChildren(serve, spare int, timer <-chan time.Time) <-chan time.Time {
-	n := min(serve+spare, ms.cfg.maxServers-len(ms.children))
-	if n <= 0 {
-		return timer
-	}
-	if ms.failures > 0 && ms.healthy() {
-		ms.log.Info("prefork: children start and stay up again", "failures", ms.failures)
-		ms.failures = 0
-	}
-	if ms.failures > 0 {
-		if wait := time.Until(ms.nextSpawn); wait > 0 {
-			if timer == nil {
-				timer = time.After(wait)
-			}
-			return timer
-		}
-		for _, c := range ms.children {
-			if c.phase == starting { // wait for it to be ready or fail
-				return timer
-			}
-		}
-		n = 1
-	}
-	for i := range n {
+// startChildren starts serve children to serve and spare ones parked.
+func (ms *master) startChildren(serve, spare int) {
+	for i := range serve + spare {
 		p := serving
 		if i >= serve {
 			p = parked
@@ -154,10 +134,9 @@ func (ms *master) startChildren(serve, spare int, timer <-chan time.Time) <-chan
 		if err := ms.spawn(p); err != nil {
 			ms.log.Error("prefork: cannot start a child", "err", err)
 			ms.startFailed(err)
-			return nil
+			return
 		}
 	}
-	return timer
 }
 
 // healthy reports whether a child that became ready after the last
