@@ -64,23 +64,9 @@ func coldStarts(ctx context.Context, bin string) (coldStartResult, error) {
 func startCopies(ctx context.Context, bin string, n int) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, coldStartTimeout)
 	defer cancel()
-	took := make([]time.Duration, n)
-	errs := make([]error, n)
-	release := make(chan struct{})
-	var start time.Time
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-release // start is set before release is closed
-			took[i], errs[i] = startCopy(ctx, bin, start)
-		}()
-	}
-	start = time.Now()
-	close(release)
-	wg.Wait()
-
+	took, errs := together(n, func(_ int, start time.Time) (time.Duration, error) {
+		return startCopy(ctx, bin, start)
+	})
 	var last time.Duration
 	for i := range n {
 		if errs[i] != nil {
@@ -89,6 +75,27 @@ func startCopies(ctx context.Context, bin string, n int) (time.Duration, error) 
 		last = max(last, took[i])
 	}
 	return last, nil
+}
+
+// together runs f(i, start) for i from 0 to n-1 on n goroutines released
+// at once, start being the moment of the release, and returns what each
+// call returned.
+func together(n int, f func(i int, start time.Time) (time.Duration, error)) ([]time.Duration, []error) {
+	took := make([]time.Duration, n)
+	errs := make([]error, n)
+	release := make(chan struct{})
+	var start time.Time
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-release // start is set before release is closed
+			took[i], errs[i] = f(i, start)
+		})
+	}
+	start = time.Now()
+	close(release)
+	wg.Wait()
+	return took, errs
 }
 
 // startCopy runs bin, and returns the time from start until its line came

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -146,22 +145,9 @@ func burst(ctx context.Context, cfg config, echoBin, dir string) (burstResult, e
 		}
 	}()
 
-	echoed := make([]time.Duration, burstClients)
-	errs := make([]error, burstClients)
-	release := make(chan struct{})
-	var start time.Time
-	var wg sync.WaitGroup
-	for i := range burstClients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-release // start is set before release is closed
-			echoed[i], errs[i] = burstClient(ctx, s.addr, start, i)
-		}()
-	}
-	start = time.Now()
-	close(release)
-	wg.Wait()
+	echoed, errs := together(burstClients, func(i int, start time.Time) (time.Duration, error) {
+		return burstClient(ctx, s.addr, start, i)
+	})
 	close(stopSampling)
 
 	res := burstResult{peakChildren: <-peak}
