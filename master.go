@@ -241,7 +241,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			ctxDone = nil
 			ms.log.Info("prefork: context done, stopping", "cause", context.Cause(ms.ctx))
 			ms.stop(ActionStop, nil)
-		case <-retireTick.C:
+		case <-retireTick.C: // the loop looks at the pool at least once a second
 		case <-watchTick.C:
 		case <-timeoutTick:
 			ms.enforceRequestTimeout()
@@ -320,7 +320,7 @@ func (ms *master) handle(ev event) {
 	case ev.bad != nil:
 		ms.log.Error("prefork: child sent a malformed status record; killing it", "pid", c.pid, "err", ev.bad)
 		ms.setPhase(c, killed)
-	case ev.rec.Kind == wire.Retire || ev.rec.Kind == wire.Stop || ev.rec.Kind == wire.Park || ev.rec.Kind == wire.Unpark:
+	case ev.rec.Kind.FromMaster():
 		ms.log.Error("prefork: child sent a master's record; killing it", "pid", c.pid)
 		ms.setPhase(c, killed)
 	case ev.rec.Kind == wire.Failed:

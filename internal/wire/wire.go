@@ -108,6 +108,9 @@ const (
 	maxKind = Unpark
 )
 
+// FromMaster reports whether only the master sends records of kind k.
+func (k Kind) FromMaster() bool { return k == Retire || k == Stop || k == Park || k == Unpark }
+
 // MaxText bounds the text of a Failed record.
 const MaxText = 256
 
