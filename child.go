@@ -66,6 +66,12 @@ type worker struct {
 	announced   bool   // the master knows the child is ready
 	buf         [wire.RecordSize]byte
 	spurious    int // wake-ups that found no request
+
+	// Failures to accept for lack of resources: since when, how many
+	// since the last warning, and when that was.
+	shortSince  time.Time
+	shortCount  int
+	shortLogged time.Time
 }
 
 func runChild(ctx context.Context, cfg config, h *handover) (err error) {
@@ -420,6 +426,7 @@ func (w *worker) next() (*Request, error) {
 		if err != nil {
 			return nil, w.acceptError("accept", err)
 		}
+		w.shortSince = time.Time{}
 		// Reply writes to Conn: no reply function to make.
 		return &Request{Conn: conn, RemoteAddr: conn.RemoteAddr(), Network: w.network, Served: w.served, stopping: w.stopping}, nil
 	}
@@ -427,6 +434,7 @@ func (w *worker) next() (*Request, error) {
 	if err != nil {
 		return nil, w.acceptError("recvmsg", err)
 	}
+	w.shortSince = time.Time{}
 	sender := sys.Addr(w.network, from)
 	if truncated {
 		w.log.Warn("prefork: datagram longer than the buffer; dropped", "remote", addrString(sender), "buffer", len(w.datagram))
@@ -441,6 +449,16 @@ func (w *worker) next() (*Request, error) {
 	return &Request{Data: w.datagram[:n], RemoteAddr: sender, Network: w.network, Served: w.served, stopping: w.stopping, reply: reply}, nil
 }
 
+// sickAfter is how long a child may go on failing to accept for lack of
+// descriptors or memory before it leaves to be replaced: a shortage of the
+// whole system may pass, but a process that has run out of descriptors
+// (a handler that leaks them) stays out, and takes nothing from the queue
+// while the board calls it idle.
+const sickAfter = 500 * time.Millisecond
+
+// errSick ends a child that has failed to accept for sickAfter.
+var errSick = errors.New("prefork: child cannot take requests for lack of resources; leaving to be replaced")
+
 // acceptError sorts an error of accept or recvmsg: nil if the child should
 // go on waiting, the error if it cannot.
 func (w *worker) acceptError(call string, err error) error {
@@ -448,8 +466,20 @@ func (w *worker) acceptError(call string, err error) error {
 	case errors.Is(err, syscall.EAGAIN): // nothing left, or another child took it
 		return nil
 	case sys.IsTemporary(err):
-		w.log.Warn("prefork: "+call, "err", err)
-		time.Sleep(10 * time.Millisecond) // let a shortage of descriptors pass
+		return nil
+	case sys.IsShortOfResources(err):
+		now := time.Now()
+		if w.shortSince.IsZero() {
+			w.shortSince = now
+		}
+		if w.shortCount++; now.Sub(w.shortLogged) >= time.Second { // a line a second at most
+			w.log.Warn("prefork: "+call, "err", err, "times", w.shortCount)
+			w.shortLogged, w.shortCount = now, 0
+		}
+		if now.Sub(w.shortSince) >= sickAfter {
+			return fmt.Errorf("%w: %s: %w", errSick, call, err)
+		}
+		time.Sleep(10 * time.Millisecond) // let the shortage pass
 		return nil
 	}
 	return fmt.Errorf("prefork: %s: %w", call, err)
@@ -476,6 +506,8 @@ func (w *worker) readRecords() {
 		case rec.Kind == wire.Park, rec.Kind == wire.Unpark:
 			w.park.Store(rec.Kind == wire.Park)
 			w.waiter.Wake() // to wait again, with or without the listener
+		case rec.Kind == wire.Look:
+			w.waiter.Wake() // its next wait sees a connection that waits
 		}
 	}
 }

@@ -229,3 +229,39 @@ func TestChildrenThatDieYoungAreRestartedWithBackOff(t *testing.T) {
 		return err == nil && reply == "ok\n"
 	})
 }
+
+// A handler that leaks descriptors makes its child unable to accept: the
+// child leaves after a short grace and is replaced, and the connection that
+// woke it is served by another, instead of waiting for good while the
+// board calls the child idle.
+func TestChildOutOfDescriptorsIsReplaced(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 2, Max: 2, MinSpare: 1, MaxSpare: 2, FewFDs: true, Quiet: true})
+	ask := func(line string) string {
+		c := p.dial()
+		defer c.conn.Close()
+		c.conn.SetDeadline(time.Now().Add(5 * time.Second)) // a stranded connection would wait for good
+		c.send(line)
+		reply, err := c.recv()
+		require.NoError(t, err, "%q", line)
+		return reply
+	}
+	first := map[string]bool{}
+	for len(first) < 2 { // both children leak
+		pid := ask("pid")
+		if !first[pid] {
+			assert.Equal(t, "leaked", ask("leak"))
+		}
+		first[pid] = true
+	}
+	// Every request is answered, and soon by a child that replaced one
+	// that ran out of descriptors.
+	deadline := time.Now().Add(waitLimit)
+	for time.Now().Before(deadline) {
+		if pid := ask("pid"); !first[pid] {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no child was replaced")
+}

@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,6 +64,7 @@ type helperConfig struct {
 	ChildMaxProcs                             int
 	ChildTimerSlack                           time.Duration
 	ReportTimerSlack                          bool // Initialize records the child's timer slack, as a TimerSlack event
+	FewFDs                                    bool // Initialize leaves the child a few descriptors: "leak" runs out of them
 }
 
 func helperMain() int {
@@ -105,6 +107,9 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 	rec := recorder{path: cfg.Events, role: "master"}
 	if prefork.IsChild() {
 		rec.role = "child"
+		if cfg.FewFDs {
+			rec.path = ""
+		}
 	}
 	hook := func(name string) func(context.Context) error {
 		return func(context.Context) error { rec.add(name, ""); return nil }
@@ -167,6 +172,9 @@ type event struct {
 }
 
 func (r recorder) add(hook, detail string) {
+	if r.path == "" { // a child that must not open files (FewFDs)
+		return
+	}
 	line, _ := json.Marshal(event{PID: os.Getpid(), Role: r.role, Hook: hook, Detail: detail})
 	f, err := os.OpenFile(r.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
@@ -183,8 +191,9 @@ func (r recorder) add(hook, detail string) {
 // "stopping" answers once Request.Stopping is closed; anything else is
 // echoed. It records every hook.
 type testChild struct {
-	cfg helperConfig
-	rec recorder
+	cfg      helperConfig
+	rec      recorder
+	leakOnce sync.Once
 }
 
 func (c *testChild) Initialize(context.Context) error {
@@ -192,6 +201,12 @@ func (c *testChild) Initialize(context.Context) error {
 	if c.cfg.ReportTimerSlack { // the main thread's, inherited as every thread's
 		slack, _ := os.ReadFile("/proc/self/timerslack_ns")
 		c.rec.add("TimerSlack", strings.TrimSpace(string(slack)))
+	}
+	if c.cfg.FewFDs {
+		limit := syscall.Rlimit{Cur: uint64(countFDs() + 4), Max: uint64(countFDs() + 4)}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+			return err
+		}
 	}
 	if c.cfg.FailInit {
 		return errors.New("initialization refused by the test")
@@ -301,6 +316,19 @@ func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) erro
 				}
 			}()
 			continue
+		case "leak": // a handler that starts a goroutine that leaks descriptors
+			c.leakOnce.Do(func() {
+				go func() {
+					var leaked []*os.File // kept, so that no finalizer closes them
+					for {
+						for f, err := os.Open(os.DevNull); err == nil; f, err = os.Open(os.DevNull) {
+							leaked = append(leaked, f)
+						}
+						time.Sleep(time.Millisecond)
+					}
+				}()
+			})
+			reply = "leaked"
 		case "panic":
 			panic("the test asked for it")
 		case "corrupt": // garbage on the status socket, as a broken child might write

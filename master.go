@@ -372,6 +372,25 @@ func (ms *master) exited(c *child, err error) {
 	default:
 		ms.log.Debug("prefork: child exited", "pid", c.pid, "how", how, "served", served)
 	}
+	if c.untold() && !ms.stopping {
+		ms.lookAgain()
+	}
+}
+
+// lookAgain asks idle children to look at the listener again when
+// connections wait after a child died by itself: the kernel may have woken
+// that child for one of them, and will not wake another for it.
+func (ms *master) lookAgain() {
+	if ms.listener == nil {
+		return
+	}
+	n := sys.Queued(ms.listenFD, ms.cfg.network)
+	for _, c := range ms.children {
+		if n > 0 && ms.idle(c) {
+			ms.send(c, wire.Look)
+			n--
+		}
+	}
 }
 
 // closeIntake stops new connections from entering the shared listener's

@@ -80,17 +80,17 @@ func CheckListener(fd int) error {
 	return nil
 }
 
-// IsTemporary reports whether an accept error concerns only one connection
-// or a passing shortage, so that the child should go on accepting.
+// IsTemporary reports whether an accept error concerns only one
+// connection, so that the child should go on accepting.
 func IsTemporary(err error) bool {
-	switch {
-	case errors.Is(err, unix.EINTR),
-		errors.Is(err, unix.ECONNABORTED), errors.Is(err, unix.EPROTO),
-		errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE),
-		errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
-		return true
-	}
-	return false
+	return errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED) || errors.Is(err, unix.EPROTO)
+}
+
+// IsShortOfResources reports whether accept or recvmsg failed for lack of
+// descriptors or memory: the process (EMFILE) or the system is out of them.
+func IsShortOfResources(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) ||
+		errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
 }
 
 // ReadFrom reads one datagram from the non-blocking socket fd into buf.

@@ -151,6 +151,9 @@ func TestSocketpairModes(t *testing.T) {
 
 func TestIsTemporary(t *testing.T) {
 	assert.True(t, IsTemporary(unix.ECONNABORTED))
-	assert.True(t, IsTemporary(os.NewSyscallError("accept", unix.EMFILE)))
+	assert.False(t, IsTemporary(os.NewSyscallError("accept", unix.EMFILE)))
 	assert.False(t, IsTemporary(unix.EBADF))
+	assert.True(t, IsShortOfResources(os.NewSyscallError("accept", unix.EMFILE)))
+	assert.True(t, IsShortOfResources(unix.ENOBUFS))
+	assert.False(t, IsShortOfResources(unix.ECONNABORTED))
 }

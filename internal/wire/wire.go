@@ -35,8 +35,8 @@
 // Children send Idle once, when they are ready; Busy when they take a
 // request while the master has armed the scoreboard's alarm (the
 // scoreboard, not records, says who is idle or busy); Retiring; and Failed,
-// followed by the error's text. The master sends Retire, Stop, Park and
-// Unpark. End of file
+// followed by the error's text. The master sends Retire, Stop, Park,
+// Unpark and Look. End of file
 // on the socket means the peer is gone: for the master, that the child died;
 // for the child, that the master died.
 package wire
@@ -105,11 +105,17 @@ const (
 	Park
 	// Unpark is sent by the master to a parked child: take requests again.
 	Unpark
-	maxKind = Unpark
+	// Look is sent by the master to an idle child when a child that died
+	// may have been woken for a connection that now waits for nobody:
+	// look at the listener again.
+	Look
+	maxKind = Look
 )
 
 // FromMaster reports whether only the master sends records of kind k.
-func (k Kind) FromMaster() bool { return k == Retire || k == Stop || k == Park || k == Unpark }
+func (k Kind) FromMaster() bool {
+	return k == Retire || k == Stop || k == Park || k == Unpark || k == Look
+}
 
 // MaxText bounds the text of a Failed record.
 const MaxText = 256
@@ -132,6 +138,8 @@ func (k Kind) String() string {
 		return "park"
 	case Unpark:
 		return "unpark"
+	case Look:
+		return "look"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
