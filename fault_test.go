@@ -265,3 +265,21 @@ func TestChildOutOfDescriptorsIsReplaced(t *testing.T) {
 	}
 	t.Fatal("no child was replaced")
 }
+
+// A child whose Shutdown hook never returns is killed ShutdownTimeout and a
+// grace after it stopped taking requests: its place under MaxServers is
+// not taken for good.
+func TestChildThatDoesNotExitIsKilled(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 1, Max: 3, MinSpare: 1, MaxSpare: 3, MaxRequests: 1,
+		HangShutdown: true, ShutdownTimeout: 200 * time.Millisecond, Quiet: true})
+	for i := range 6 { // twice as many requests as MaxServers, each ending a child
+		c := p.dial()
+		c.conn.SetDeadline(time.Now().Add(waitLimit))
+		c.send("ping")
+		reply, err := c.recv()
+		require.NoError(t, err, "request %d", i)
+		assert.Equal(t, "ping", reply)
+		c.conn.Close()
+	}
+}

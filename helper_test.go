@@ -65,6 +65,7 @@ type helperConfig struct {
 	ChildTimerSlack                           time.Duration
 	ReportTimerSlack                          bool // Initialize records the child's timer slack, as a TimerSlack event
 	FewFDs                                    bool // Initialize leaves the child a few descriptors: "leak" runs out of them
+	HangShutdown                              bool // the child's Shutdown hook never returns
 }
 
 func helperMain() int {
@@ -354,6 +355,10 @@ func (c *testChild) PostProcessRequest(_ context.Context, _ *prefork.Request, er
 }
 
 func (c *testChild) Shutdown(_ context.Context, err error) {
+	if c.cfg.HangShutdown {
+		c.rec.add("Shutdown", "hangs")
+		time.Sleep(time.Hour)
+	}
 	var p *prefork.PanicError
 	if errors.As(err, &p) {
 		c.rec.add("Shutdown", "PanicError in "+p.Hook)

@@ -65,7 +65,10 @@ type Manager struct {
 
 	// ShutdownTimeout bounds a graceful stop (default 30s): when it has
 	// run out, children's request contexts are cancelled, and a second
-	// later the children that are left are killed.
+	// later the children that are left are killed. It also bounds a child
+	// that leaves the pool by itself (MaxRequests, a restart, surplus): one
+	// that has not exited ShutdownTimeout and a second after it took its
+	// last request (a Shutdown hook that hangs) is killed.
 	ShutdownTimeout time.Duration
 
 	// ChildMaxProcs is GOMAXPROCS in each child. Zero means 1: a child

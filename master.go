@@ -336,6 +336,7 @@ func (ms *master) handle(ev event) {
 		ms.watching = true // the alarm: the loop looks at the pool now
 		ms.alarmAt = time.Now()
 	case ev.rec.Kind == wire.Retiring:
+		c.leftAt = time.Now()
 		ms.setPhase(c, leaving)
 	}
 }

@@ -45,6 +45,7 @@ type child struct {
 	begun      uint64    // the board's count of requests begun, when last seen
 	busySince  time.Time // when the master first saw the current request
 	terminated time.Time // when the master sent SIGTERM for RequestTimeout
+	leftAt     time.Time // when it said it takes no more requests
 	seen       uint64    // the board's count of requests begun, for stuck children
 	moved      time.Time // when it last took a request, or nothing waited for it
 	stuck      bool      // logged as stuck

@@ -36,6 +36,7 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 		return nil
 	}
 	ms.replaceOld()
+	ms.enforceLeaveDeadline()
 	o := ms.observe()
 	d := ms.policy.decide(o)
 	if d != (decision{}) {
@@ -214,6 +215,21 @@ func (ms *master) replaceOld() {
 		if c.generation < ms.generation && (c.phase == parked || ms.idle(c)) {
 			ms.setPhase(c, retiring)
 			leaving++
+		}
+	}
+}
+
+// enforceLeaveDeadline kills children that said they take no more
+// requests and have not exited ShutdownTimeout and a grace later: a
+// Shutdown hook, or code after Run, that never returns must not keep the
+// process, and its place under MaxServers, for good. (During a stop, the
+// loop's own deadline does this.)
+func (ms *master) enforceLeaveDeadline() {
+	for _, c := range ms.children {
+		if c.phase != killed && !c.leftAt.IsZero() && time.Since(c.leftAt) >= ms.cfg.shutdownTimeout+killGrace {
+			ms.log.Warn("prefork: child did not exit after it stopped taking requests; killing it", "pid", c.pid,
+				"left", time.Since(c.leftAt).Round(time.Millisecond))
+			ms.setPhase(c, killed)
 		}
 	}
 }
