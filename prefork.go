@@ -98,7 +98,10 @@
 // the master replaces it. Manager.RequestTimeout bounds a request, and the
 // master kills a child that overruns it. Children that fail to start, or
 // crash soon after, are restarted with a growing back-off, and Run gives up
-// with ErrChildStart if none ever starts. Manager.RestartChildren replaces
+// with ErrChildStart if none ever starts. A child that cannot accept for
+// lack of descriptors or memory leaves after half a second and is
+// replaced; one that stopped taking requests and does not exit is killed
+// ShutdownTimeout and a second later. Manager.RestartChildren replaces
 // every child without failing a request.
 //
 // # Platforms
