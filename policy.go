@@ -120,6 +120,8 @@ func (o *observation) helps() bool {
 	return false
 }
 
+// decide returns what to do now, given what the master sees; it remembers
+// what it needs of earlier observations.
 func (p *policy) decide(o observation) decision {
 	if p.lastProgress.IsZero() || o.begun != p.lastBegun || o.queued <= 0 {
 		p.lastBegun, p.lastProgress = o.begun, o.now
@@ -173,9 +175,9 @@ func (p *policy) decide(o observation) decision {
 	// what the queue will take. New spares wait parked where the pool can
 	// park: a spare that competes for the listener takes connections that
 	// a busy child would have found queued, and under load it is soon
-	// busy, and short again.
-	// Where children cannot be parked, spares take requests: with the
-	// cores saturated they would only add wake-ups, and are not started.
+	// busy, and short again. Where children cannot be parked, spares take
+	// requests: with the cores saturated they would only add wake-ups, and
+	// are not started.
 	spare := o.parked + o.startingParked - d.unpark + max(idle+o.starting+d.start-max(o.queued, 0), 0)
 	if p.canPark || helps {
 		start(p.minSpare-spare, p.canPark)
