@@ -18,6 +18,7 @@ const (
 	DefaultMaxSpareServers = 10
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultChildTimerSlack = 500 * time.Microsecond
+	DefaultStartTimeout    = time.Minute
 )
 
 // config is a Manager's settings with defaults applied and checked. Run
@@ -31,6 +32,7 @@ type config struct {
 	maxRequests, jitter    int
 	requestTimeout         time.Duration
 	shutdownTimeout        time.Duration
+	startTimeout           time.Duration // 0: none
 	childMaxProcs          int
 	childTimerSlack        time.Duration
 	logger                 *slog.Logger
@@ -62,6 +64,7 @@ func (m *Manager) config() (config, error) {
 		jitter:          m.MaxRequestsJitter,
 		requestTimeout:  m.RequestTimeout,
 		shutdownTimeout: m.ShutdownTimeout,
+		startTimeout:    m.StartTimeout,
 		childMaxProcs:   m.ChildMaxProcs,
 		childTimerSlack: m.ChildTimerSlack,
 		logger:          m.Logger,
@@ -133,6 +136,12 @@ func (m *Manager) config() (config, error) {
 	}
 	if c.backlog == 0 {
 		c.backlog = unix.SOMAXCONN
+	}
+	switch {
+	case c.startTimeout == 0:
+		c.startTimeout = DefaultStartTimeout
+	case c.startTimeout < 0:
+		c.startTimeout = 0 // no limit
 	}
 	if c.shutdownTimeout == 0 {
 		c.shutdownTimeout = DefaultShutdownTimeout

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -276,6 +278,42 @@ func TestChildThatDoesNotExitIsKilled(t *testing.T) {
 	for i := range 6 { // twice as many requests as MaxServers, each ending a child
 		c := p.dial()
 		c.conn.SetDeadline(time.Now().Add(waitLimit))
+		c.send("ping")
+		reply, err := c.recv()
+		require.NoError(t, err, "request %d", i)
+		assert.Equal(t, "ping", reply)
+		c.conn.Close()
+	}
+}
+
+// A dependency that is down for a moment at boot does not end the server:
+// the first children all fail together, which is one failed attempt, and
+// the pool comes up once the dependency does.
+func TestDependencyDownAtBoot(t *testing.T) {
+	t.Parallel()
+	down := filepath.Join(t.TempDir(), "down")
+	require.NoError(t, os.WriteFile(down, nil, 0o600))
+	p := startPool(t, helperConfig{Min: 5, Max: 8, MinSpare: 1, MaxSpare: 4, FailInitWhile: down, Quiet: true})
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, os.Remove(down))
+	p.waitEvent("master", "PostInitChildren")
+	assert.Equal(t, "up", p.dial().ask("up"))
+}
+
+// A start that hangs after one that failed does not stop the replacement
+// of the others: it is killed after StartTimeout, and the pool serves all
+// along as children retire.
+func TestHangingStartDoesNotStopReplacement(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	hang, fail := filepath.Join(dir, "hang"), filepath.Join(dir, "fail")
+	require.NoError(t, os.WriteFile(hang, nil, 0o600))
+	require.NoError(t, os.WriteFile(fail, nil, 0o600))
+	p := startPool(t, helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2, MaxRequests: 3,
+		HangInitFlag: hang, FailInitFlag: fail, StartTimeout: 500 * time.Millisecond, Quiet: true})
+	for i := range 12 {
+		c := p.dial()
+		c.conn.SetDeadline(time.Now().Add(5 * time.Second))
 		c.send("ping")
 		reply, err := c.recv()
 		require.NoError(t, err, "request %d", i)

@@ -61,6 +61,9 @@ type helperConfig struct {
 	Jitter                                    int
 	NotifyContext                             bool   // Run's ctx ends on SIGINT/SIGTERM, as with signal.NotifyContext
 	FailInitFlag                              string // Initialize fails once when this file exists, and removes it
+	FailInitWhile                             string // Initialize fails while this file exists (a dependency that is down)
+	HangInitFlag                              string // Initialize hangs once when this file exists, and removes it
+	StartTimeout                              time.Duration
 	ChildMaxProcs                             int
 	ChildTimerSlack                           time.Duration
 	ReportTimerSlack                          bool // Initialize records the child's timer slack, as a TimerSlack event
@@ -136,6 +139,7 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 		ChildMaxProcs:     cfg.ChildMaxProcs,
 		ChildTimerSlack:   cfg.ChildTimerSlack,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
+		StartTimeout:      cfg.StartTimeout,
 		Logger:            slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		NewChild:          func() prefork.Child { return &testChild{cfg: cfg, rec: rec} },
 		Hooks: prefork.ManagerHooks{
@@ -211,6 +215,12 @@ func (c *testChild) Initialize(context.Context) error {
 	}
 	if c.cfg.FailInit {
 		return errors.New("initialization refused by the test")
+	}
+	if _, err := os.Stat(c.cfg.FailInitWhile); c.cfg.FailInitWhile != "" && err == nil {
+		return errors.New("the dependency is down")
+	}
+	if c.cfg.HangInitFlag != "" && os.Remove(c.cfg.HangInitFlag) == nil {
+		time.Sleep(time.Hour)
 	}
 	if c.cfg.FailInitFlag != "" && os.Remove(c.cfg.FailInitFlag) == nil {
 		return errors.New("initialization refused once by the test")

@@ -63,6 +63,13 @@ type Manager struct {
 	// forever. Zero means no limit.
 	RequestTimeout time.Duration
 
+	// StartTimeout bounds a child's start, from its exec to its first
+	// request, Initialize included (default 1 minute; negative: no
+	// limit). A child not ready by then is killed and counts as a failed
+	// start, as one whose Initialize fails: the pool backs off before the
+	// next start, without waiting for children still starting.
+	StartTimeout time.Duration
+
 	// ShutdownTimeout bounds a graceful stop (default 30s): when it has
 	// run out, children's request contexts are cancelled, and a second
 	// later the children that are left are killed. It also bounds a child

@@ -52,14 +52,15 @@ type master struct {
 	done     chan struct{}  // closed when Run returns
 	watchers sync.WaitGroup
 
-	everReady   bool
-	failures    int       // children in a row that failed to start, or died young
-	lastFailure time.Time // when the last of them exited
-	nextSpawn   time.Time // no start before this, after failures
-	stopping    bool
-	generation  int   // RestartChildren replaces the children of earlier ones
-	restarting  bool  // some children are due for replacement
-	stopErr     error // what Run returns
+	everReady    bool
+	failures     int       // attempts in a row whose children failed to start, or died young
+	firstFailure time.Time // when the first of them failed
+	lastFailure  time.Time // when the last of them failed
+	nextSpawn    time.Time // no start before this, after failures
+	stopping     bool
+	generation   int   // RestartChildren replaces the children of earlier ones
+	restarting   bool  // some children are due for replacement
+	stopErr      error // what Run returns
 
 	policy    policy
 	begunGone uint64    // requests begun by children that have exited
@@ -358,8 +359,8 @@ func (ms *master) exited(c *child, err error) {
 	switch {
 	case !c.ready() && !ms.stopping:
 		ms.log.Warn("prefork: child exited before it was ready", "pid", c.pid, "how", how)
-		if !killedBySignal(err) { // see below
-			ms.startFailed(fmt.Errorf("child %d: %s", c.pid, how))
+		if !killedBySignal(err) || c.failed != "" { // see below; the master kills one that is too slow
+			ms.startFailed(c.started, fmt.Errorf("child %d: %s", c.pid, how))
 		}
 	case (err != nil || c.failed != "") && c.untold() && !ms.stopping:
 		ms.log.Warn("prefork: child died", "pid", c.pid, "how", how, "served", served)
@@ -368,7 +369,7 @@ func (ms *master) exited(c *child, err error) {
 			// not turn each request into a fork. SIGKILL comes from
 			// outside (an operator, the OOM killer): that is not the
 			// child's fault, and is not paced.
-			ms.startFailed(fmt.Errorf("child %d died %v after it started: %s", c.pid, time.Since(c.started).Round(time.Millisecond), how))
+			ms.startFailed(c.started, fmt.Errorf("child %d died %v after it started: %s", c.pid, time.Since(c.started).Round(time.Millisecond), how))
 		}
 	default:
 		ms.log.Debug("prefork: child exited", "pid", c.pid, "how", how, "served", served)

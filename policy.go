@@ -183,14 +183,13 @@ func (p *policy) decide(o observation) decision {
 		start(p.minSpare-spare, p.canPark)
 	}
 
-	// After failures, one start at a time: once the back-off has passed,
-	// and once the last one is ready or has failed.
+	// After failures, one start at a time, once the back-off has passed
+	// (the master sets it again at each start): a start that hangs does not
+	// hold back the others.
 	if o.failing && d.start+d.startParked > 0 {
 		switch {
 		case o.now.Before(o.startAfter):
 			d.start, d.startParked, d.retryIn = 0, 0, o.startAfter.Sub(o.now)
-		case o.starting+o.startingParked > 0:
-			d.start, d.startParked = 0, 0
 		case d.start > 0:
 			d.start, d.startParked = 1, 0
 		default:

@@ -185,12 +185,12 @@ func TestPolicy(t *testing.T) {
 			want: decision{start: 1},
 		},
 		{
-			name:    "crash loop: none while the last start is not ready",
+			name:    "crash loop: a start that hangs does not hold back the next one",
 			canPark: true,
 			steps: []observation{
 				{now: at(500), idle: 2, starting: 1, processes: 3, idleCores: 2, failing: true, startAfter: at(400)},
 			},
-			want: decision{},
+			want: decision{start: 1},
 		},
 		{
 			name:    "queue unknown, cores saturated: no spare that would compete",

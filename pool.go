@@ -8,16 +8,26 @@ import (
 )
 
 // Failures: a child that exits by itself (not by SIGKILL) before it is
-// ready, or within youngDeath of its start, makes the master wait before
-// the next start, doubling the wait each time. A child that has stayed
-// ready for youngDeath since the last failure ends the streak. If no child has ever become ready
-// after maxStartFailures failures, Run gives up with ErrChildStart.
+// ready, within youngDeath of its start, or that is not ready within
+// StartTimeout, makes the master wait before the next start, doubling the
+// wait each time: one step of back-off per attempt, however many children
+// the attempt started (the first MinServers fail together when a
+// dependency is down at boot). While children fail, starts are paced by the
+// back-off, one at a time, whether or not the last one is still starting.
+// A child that has stayed ready for youngDeath since the last failure ends
+// the streak. If no child has ever become ready, Run gives up with
+// ErrChildStart once children have failed for giveUpAfter and at least
+// maxStartFailures steps.
 const (
 	youngDeath       = time.Second
 	firstBackoff     = 50 * time.Millisecond
 	maxBackoff       = 5 * time.Second
 	maxStartFailures = 5
+	giveUpAfter      = 5 * time.Second
 )
+
+// backoff is the wait after the nth step of failures.
+func backoff(n int) time.Duration { return min(firstBackoff<<min(max(n-1, 0), 16), maxBackoff) }
 
 // watchInterval paces the master's look at the pool while children are
 // busy.
@@ -36,6 +46,7 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 		return nil
 	}
 	ms.replaceOld()
+	ms.enforceStartDeadline()
 	ms.enforceLeaveDeadline()
 	o := ms.observe()
 	d := ms.policy.decide(o)
@@ -126,7 +137,11 @@ func (ms *master) readyCount() int {
 }
 
 // startChildren starts serve children to serve and spare ones parked.
+// While children fail, the next start waits for the back-off.
 func (ms *master) startChildren(serve, spare int) {
+	if serve+spare > 0 && ms.failures > 0 {
+		ms.nextSpawn = time.Now().Add(backoff(ms.failures))
+	}
 	for i := range serve + spare {
 		p := serving
 		if i >= serve {
@@ -134,7 +149,7 @@ func (ms *master) startChildren(serve, spare int) {
 		}
 		if err := ms.spawn(p); err != nil {
 			ms.log.Error("prefork: cannot start a child", "err", err)
-			ms.startFailed(err)
+			ms.startFailed(time.Now(), err)
 			return
 		}
 	}
@@ -151,19 +166,44 @@ func (ms *master) healthy() bool {
 	return false
 }
 
-// startFailed records a child that did not come up, and gives up if none
-// ever has.
-func (ms *master) startFailed(cause error) {
+// startFailed records a child that did not come up (started is when it
+// was started), and gives up if none ever has.
+func (ms *master) startFailed(started time.Time, cause error) {
+	now := time.Now()
+	if ms.failures > 0 && !started.After(ms.lastFailure) {
+		return // started before the last failure: the same attempt
+	}
+	if ms.failures == 0 {
+		ms.firstFailure = now
+	}
 	ms.failures++
-	if !ms.everReady && ms.failures >= maxStartFailures {
-		ms.log.Error("prefork: children keep failing to start; giving up", "failures", ms.failures, "last", cause)
-		ms.stop(ActionStopNow, fmt.Errorf("%w: %d in a row, the last: %w", ErrChildStart, ms.failures, cause))
+	ms.lastFailure = now
+	if !ms.everReady && ms.failures >= maxStartFailures && now.Sub(ms.firstFailure) >= giveUpAfter {
+		ms.log.Error("prefork: children keep failing to start; giving up", "failures", ms.failures,
+			"for", now.Sub(ms.firstFailure).Round(time.Millisecond), "last", cause)
+		ms.stop(ActionStopNow, fmt.Errorf("%w: %d attempts in %v, the last: %w", ErrChildStart, ms.failures,
+			now.Sub(ms.firstFailure).Round(time.Millisecond), cause))
 		return
 	}
-	wait := min(firstBackoff<<min(ms.failures-1, 16), maxBackoff)
-	ms.lastFailure = time.Now()
-	ms.nextSpawn = ms.lastFailure.Add(wait)
-	ms.log.Warn("prefork: waiting before starting another child", "wait", wait, "failures", ms.failures)
+	wait := backoff(ms.failures)
+	ms.nextSpawn = now.Add(wait)
+	ms.log.Warn("prefork: waiting before starting another child", "wait", wait, "failures", ms.failures, "last", cause)
+}
+
+// enforceStartDeadline kills children that are not ready StartTimeout
+// after their start: a child whose Initialize hangs must not hold its
+// place for good, and counts as a failed start.
+func (ms *master) enforceStartDeadline() {
+	if ms.cfg.startTimeout <= 0 {
+		return
+	}
+	for _, c := range ms.children {
+		if c.phase == starting && c.proc != nil && time.Since(c.started) >= ms.cfg.startTimeout {
+			c.failed = fmt.Sprintf("not ready after StartTimeout (%v)", ms.cfg.startTimeout)
+			ms.log.Warn("prefork: child not ready in time; killing it", "pid", c.pid, "start_timeout", ms.cfg.startTimeout)
+			ms.setPhase(c, killed)
+		}
+	}
 }
 
 // beginRestart begins a generation: replaceOld replaces the children of

@@ -96,9 +96,11 @@
 //
 // A panic in a hook is recovered and ends that child with a *PanicError;
 // the master replaces it. Manager.RequestTimeout bounds a request, and the
-// master kills a child that overruns it. Children that fail to start, or
-// crash soon after, are restarted with a growing back-off, and Run gives up
-// with ErrChildStart if none ever starts. A child that cannot accept for
+// master kills a child that overruns it. Children that fail to start
+// (Initialize fails, or they are not ready within Manager.StartTimeout), or
+// crash soon after, are restarted with a growing back-off, one step per
+// attempt, and Run gives up with ErrChildStart if none has ever started
+// after children have failed for five seconds. A child that cannot accept for
 // lack of descriptors or memory leaves after half a second and is
 // replaced; one that stopped taking requests and does not exit is killed
 // ShutdownTimeout and a second later. Manager.RestartChildren replaces
@@ -137,9 +139,10 @@ var (
 	// ErrInvalidConfig: a Manager field has a value that cannot work. The
 	// message names the field and what to change. Nothing was started.
 	ErrInvalidConfig = errors.New("prefork: invalid configuration")
-	// ErrChildStart: children exit before they are ready, again and again,
-	// and none has ever become ready, so the master gives up. Each child
-	// logs its own error; the master's error carries the last exit status.
+	// ErrChildStart: children exit before they are ready, again and again
+	// for five seconds, and none has ever become ready, so the master gives
+	// up. Each child logs its own error; the master's error carries the
+	// last exit status.
 	ErrChildStart = errors.New("prefork: children fail to start")
 	// ErrMasterGone is returned by Run in a child whose master has died.
 	ErrMasterGone = errors.New("prefork: master process is gone")

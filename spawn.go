@@ -92,7 +92,7 @@ func (ms *master) started(c *child, err error) {
 		ms.board.Release(c.slot)
 		ms.slots[c.slot] = false
 		ms.log.Error("prefork: cannot start a child", "err", err)
-		ms.startFailed(err)
+		ms.startFailed(c.started, err)
 		return
 	}
 	c.proc = c.cmd.Process
