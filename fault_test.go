@@ -3,10 +3,12 @@ package prefork_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func TestPanicInChildIsRecoveredAndChildReplaced(t *testing.T) {
@@ -319,5 +322,39 @@ func TestHangingStartDoesNotStopReplacement(t *testing.T) {
 		require.NoError(t, err, "request %d", i)
 		assert.Equal(t, "ping", reply)
 		c.conn.Close()
+	}
+}
+
+// A program started by hand with the child marker set is not taken for a
+// child: it fails with an error that names the variable, before it
+// touches descriptors 3 and up, which are the program's own.
+func TestChildMarkerSetByHand(t *testing.T) {
+	t.Parallel()
+	for name, masterPID := range map[string]int{
+		"another parent":     1,
+		"not a master's fds": os.Getpid(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			require.NoError(t, err)
+			defer r.Close()
+			defer w.Close()
+			js, err := json.Marshal(helperConfig{Events: filepath.Join(t.TempDir(), "events"), Quiet: true})
+			require.NoError(t, err)
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), envHelper+"=1", envConfig+"="+string(js),
+				"PREFORK_CHILD=2", "PREFORK_MASTER_PID="+strconv.Itoa(masterPID),
+				`PREFORK_LISTENERS=[{"network":"tcp","addr":"127.0.0.1:1","fd":5}]`, "PREFORK_BOARD=0,1")
+			cmd.ExtraFiles = []*os.File{w, w, w} // fds 3, 4 and 5: the program's own pipe
+			out, err := cmd.CombinedOutput()
+			require.Error(t, err, "%s", out)
+			assert.Contains(t, string(out), "PREFORK_CHILD", "the error names the variable")
+			raw, err := w.SyscallConn() // w.Fd() would make it blocking
+			require.NoError(t, err)
+			var flags int
+			require.NoError(t, raw.Control(func(fd uintptr) { flags, err = unix.FcntlInt(fd, unix.F_GETFL, 0) }))
+			require.NoError(t, err)
+			assert.Zero(t, flags&unix.O_NONBLOCK, "the pipe was left as it was")
+		})
 	}
 }

@@ -245,16 +245,35 @@ func takeHandover() *handover {
 		h.err = errors.New("prefork: bad " + wire.EnvMasterPID + " in a child's environment")
 		return h
 	}
+	// Nothing is touched before the handover is known to be one: a program
+	// started by hand with the variables set must not take descriptors 3-5
+	// for its own.
+	if ppid := os.Getppid(); ppid != h.masterPID {
+		h.err = fmt.Errorf("%w: %s is set and %s names process %d, but the parent is %d: unset %s unless a prefork master started this program",
+			ErrMasterGone, wire.EnvChild, wire.EnvMasterPID, h.masterPID, ppid, wire.EnvChild)
+		return h
+	}
+	if h.listeners, err = wire.DecodeListeners(listeners); err != nil {
+		h.err = fmt.Errorf("prefork: %w", err)
+		return h
+	}
+	var fds []int
+	for _, l := range h.listeners {
+		if l.FD != 0 {
+			fds = append(fds, l.FD)
+		}
+	}
+	if err := sys.CheckHandover(wire.FDStatus, wire.FDBoard, fds); err != nil {
+		h.err = fmt.Errorf("prefork: %s is set, but the descriptors are not a master's handover (%w): unset %s unless a prefork master started this program",
+			wire.EnvChild, err, wire.EnvChild)
+		return h
+	}
 	if h.status, err = sys.InheritedStatus(wire.FDStatus); err != nil {
 		h.err = fmt.Errorf("prefork: status socket: %w", err)
 		return h
 	}
 	if h.board, h.slot, err = openBoard(slot); err != nil {
 		h.err = fmt.Errorf("prefork: scoreboard: %w", err)
-		return h
-	}
-	if h.listeners, err = wire.DecodeListeners(listeners); err != nil {
-		h.err = fmt.Errorf("prefork: %w", err)
 		return h
 	}
 	for _, l := range h.listeners {

@@ -124,6 +124,11 @@ func removeStale(path string, sotype int) bool {
 		return false
 	}
 	defer unix.Close(fd)
+	// Non-blocking: a live server whose queue is full would make connect
+	// wait for it (EAGAIN then, which says a server is there).
+	if unix.SetNonblock(fd, true) != nil {
+		return false
+	}
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); !errors.Is(err, unix.ECONNREFUSED) {
 		return false // a server is there, or the file is not ours to judge
 	}

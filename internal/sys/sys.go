@@ -68,6 +68,31 @@ func FD(f *os.File) (int, error) {
 	return fd, err
 }
 
+// CheckHandover verifies, without changing them, that the descriptors a
+// child was handed are what its master hands over: an AF_UNIX stream socket
+// for the status, a regular file for the scoreboard, and sockets for the
+// listeners.
+func CheckHandover(status, board int, listeners []int) error {
+	if typ, err := unix.GetsockoptInt(status, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || typ != unix.SOCK_STREAM {
+		return fmt.Errorf("descriptor %d is not a stream socket", status)
+	}
+	if sa, err := unix.Getsockname(status); err != nil {
+		return fmt.Errorf("descriptor %d: %w", status, os.NewSyscallError("getsockname", err))
+	} else if _, ok := sa.(*unix.SockaddrUnix); !ok {
+		return fmt.Errorf("descriptor %d is not a Unix socket", status)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(board, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("descriptor %d is not a regular file", board)
+	}
+	for _, fd := range listeners {
+		if _, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+			return fmt.Errorf("descriptor %d is not a socket", fd)
+		}
+	}
+	return nil
+}
+
 // CheckListener verifies that fd is a listening socket in non-blocking mode.
 func CheckListener(fd int) error {
 	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)

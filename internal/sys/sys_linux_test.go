@@ -87,3 +87,28 @@ func TestCloseIntakeDatagrams(t *testing.T) {
 	_, _, _, err = ReadFrom(fd, buf)
 	assert.ErrorIs(t, err, unix.EAGAIN, "what came after was dropped")
 }
+
+// A live Unix server whose queue is full is not taken for a stale socket
+// file, and looking does not wait for it to accept.
+func TestRemoveStaleDoesNotWaitForAFullQueue(t *testing.T) {
+	path := t.TempDir() + "/s"
+	f, _, err := Listen("unix", path, 1, false)
+	require.NoError(t, err)
+	defer f.Close()
+	for range 8 { // fill the queue: connect until the kernel says it is full
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		require.NoError(t, err)
+		defer unix.Close(fd)
+		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+			break
+		}
+	}
+	done := make(chan bool, 1)
+	go func() { done <- removeStale(path, unix.SOCK_STREAM) }()
+	select {
+	case removed := <-done:
+		assert.False(t, removed, "a server is there")
+	case <-time.After(5 * time.Second):
+		t.Fatal("removeStale waits for a server whose queue is full")
+	}
+}
