@@ -58,6 +58,7 @@ type master struct {
 	lastFailure  time.Time // when the last of them failed
 	nextSpawn    time.Time // no start before this, after failures
 	stopping     bool
+	intakeClosed bool  // the listener takes no new connections: the pool stops
 	generation   int   // RestartChildren replaces the children of earlier ones
 	restarting   bool  // some children are due for replacement
 	stopErr      error // what Run returns
@@ -117,8 +118,14 @@ func (ms *master) run() error {
 			return fmt.Errorf("prefork: %w", err)
 		}
 		// The socket stays open until every child is gone (connections
-		// waiting in its queue would be reset), and its file goes with it.
-		defer sys.RemoveSocketFile(cfg.network, cfg.addr)
+		// waiting in its queue would be reset), and its file goes with it,
+		// unless a graceful stop removed it already: by then the path may
+		// be a new server's.
+		defer func() {
+			if !ms.intakeClosed {
+				sys.RemoveSocketFile(cfg.network, cfg.addr)
+			}
+		}()
 		defer listener.Close()
 		handed = wire.Listener{Network: cfg.network, Addr: addr.String(), FD: wire.FDFirstListener}
 		if hooks.PostBind != nil {
@@ -402,9 +409,11 @@ func (ms *master) closeIntake() {
 	if ms.listener == nil {
 		return
 	}
-	if err := sys.CloseIntake(int(ms.listener.Fd()), ms.cfg.network); err != nil {
+	if err := sys.CloseIntake(ms.listenFD, ms.cfg.network); err != nil {
 		ms.log.Warn("prefork: cannot refuse new connections while stopping; those that come will be reset", "err", err)
+		return
 	}
+	ms.intakeClosed = true
 }
 
 // killedBySignal reports whether a child's exit error says SIGKILL ended it.

@@ -78,7 +78,8 @@
 //
 // SIGINT, SIGTERM, Manager.Shutdown and the cancellation of Run's context
 // stop the pool gracefully: the listener takes no new connection (TCP and
-// UDP on Linux; elsewhere it does until it closes), children finish the
+// UDP on Linux, and Unix sockets, whose file is removed; TCP and UDP
+// elsewhere take them until the socket closes), children finish the
 // requests they have and serve those already queued, and exit. When Manager.ShutdownTimeout has run out, the
 // requests' contexts are cancelled, and a second later the children that
 // are left are killed. A second SIGINT or SIGTERM, or Manager.Close, stops

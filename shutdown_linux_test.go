@@ -106,28 +106,42 @@ func TestRestartChildrenFromAGoroutineAndClose(t *testing.T) {
 
 // A graceful stop serves the connections waiting in the listener's queue,
 // which no child had taken yet, instead of resetting them when the
-// listener closes; new ones are not taken meanwhile.
+// listener closes; new ones are not taken meanwhile. A Unix socket's file
+// is removed at the start of the stop, so new clients find no server.
 func TestGracefulStopServesQueuedConnections(t *testing.T) {
 	t.Parallel()
-	p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1})
-	busy := p.dial()
-	busy.send("stopping") // answered once the stop has begun
-	p.waitEvent("child", "ProcessRequest")
-	var queued []*client // the only child is busy: these wait in the queue
-	for i := range 3 {
-		c := p.dial()
-		c.send(fmt.Sprint("queued ", i))
-		queued = append(queued, c)
-	}
-	p.signal(syscall.SIGTERM)
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			t.Parallel()
+			cfg := helperConfig{Network: network, Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1}
+			if network == "unix" {
+				cfg.Addr = filepath.Join(t.TempDir(), "s")
+			}
+			p := startReady(t, cfg)
+			busy := p.dial()
+			busy.send("stopping") // answered once the stop has begun
+			p.waitEvent("child", "ProcessRequest")
+			var queued []*client // the only child is busy: these wait in the queue
+			for i := range 3 {
+				c := p.dial()
+				c.send(fmt.Sprint("queued ", i))
+				queued = append(queued, c)
+			}
+			p.signal(syscall.SIGTERM)
 
-	reply, err := busy.recv()
-	require.NoError(t, err)
-	assert.Equal(t, "stopping", reply)
-	for i, c := range queued {
-		reply, err := c.recv()
-		require.NoError(t, err, "queued connection %d is served", i)
-		assert.Equal(t, fmt.Sprint("queued ", i), reply)
+			reply, err := busy.recv()
+			require.NoError(t, err)
+			assert.Equal(t, "stopping", reply)
+			for i, c := range queued {
+				reply, err := c.recv()
+				require.NoError(t, err, "queued connection %d is served", i)
+				assert.Equal(t, fmt.Sprint("queued ", i), reply)
+			}
+			if network == "unix" {
+				_, err := os.Stat(cfg.Addr)
+				assert.ErrorIs(t, err, os.ErrNotExist, "the socket file is gone")
+			}
+			require.NoError(t, p.wait())
+		})
 	}
-	require.NoError(t, p.wait())
 }

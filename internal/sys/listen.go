@@ -247,3 +247,40 @@ func Addr(network string, sa syscall.Sockaddr) net.Addr {
 	}
 	return &net.TCPAddr{IP: ip, Port: port, Zone: zone}
 }
+
+// socketPath is the file a Unix socket is bound to, or "" for another
+// socket, an unbound one, or one with an abstract name (Linux).
+func socketPath(fd int) string {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return ""
+	}
+	u, ok := sa.(*unix.SockaddrUnix)
+	if !ok || u.Name == "" || u.Name[0] == '@' {
+		return ""
+	}
+	return u.Name
+}
+
+// closeUnixIntake removes the file of a Unix listener, so that clients can
+// no longer reach it (they find no file, or a new server's), while what is
+// queued on the socket can still be served.
+func closeUnixIntake(fd int) error {
+	if path := socketPath(fd); path != "" {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// unixIntakeClosed reports whether fd is a Unix listener whose file is
+// gone.
+func unixIntakeClosed(fd int) bool {
+	path := socketPath(fd)
+	if path == "" {
+		return false
+	}
+	_, err := os.Lstat(path)
+	return errors.Is(err, os.ErrNotExist)
+}

@@ -179,10 +179,13 @@ func SetProcessName(name string) {
 // still be served. On a TCP socket it drops connection requests (a SYN
 // without ACK), which the client sends again a second later, to find the
 // socket closed or another server listening; handshakes under way
-// complete. On a datagram socket it drops every datagram. It does nothing
-// to a Unix stream socket. It is a socket filter, so it holds in every
-// process that has the socket.
+// complete. On a datagram socket it drops every datagram. Those are socket
+// filters, so they hold in every process that has the socket. A Unix
+// socket's file is removed: clients find no server, or a new one.
 func CloseIntake(fd int, network string) error {
+	if IsUnix(network) {
+		return closeUnixIntake(fd)
+	}
 	const tcpSYN, tcpACK = 0x02, 0x10
 	filter := []unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 13}, // TCP flags
@@ -191,11 +194,8 @@ func CloseIntake(fd int, network string) error {
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // drop
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // keep
 	}
-	switch {
-	case IsPacket(network):
+	if IsPacket(network) {
 		filter = filter[3:4]
-	case IsUnix(network):
-		return nil
 	}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 	return os.NewSyscallError("setsockopt", unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog))
@@ -204,6 +204,9 @@ func CloseIntake(fd int, network string) error {
 // IntakeClosed reports whether CloseIntake has been applied to the socket,
 // by this process or another: whether the pool that shares it is stopping.
 func IntakeClosed(fd int) bool {
+	if unixIntakeClosed(fd) {
+		return true
+	}
 	var blocks uint32 // a length of 0 asks for the number of instructions
 	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_GET_FILTER, 0, uintptr(unsafe.Pointer(&blocks)), 0)
 	return e == 0 && blocks > 0

@@ -126,10 +126,18 @@ func (p *Poller) Close() {}
 // have its name.
 func SetProcessName(string) {}
 
-// CloseIntake does nothing here: new connections keep coming into the
-// queue until the socket closes, and children leave it alone (see the
-// Linux version and IntakeClosed).
-func CloseIntake(fd int, network string) error { return nil }
+// CloseIntake removes a Unix listener's file, so that clients can no
+// longer reach it while what is queued is served. For TCP and UDP it does
+// nothing here: new connections keep coming into the queue until the
+// socket closes, and children leave it alone (see the Linux version and
+// IntakeClosed).
+func CloseIntake(fd int, network string) error {
+	if IsUnix(network) {
+		return closeUnixIntake(fd)
+	}
+	return nil
+}
 
-// IntakeClosed reports false: there is no CloseIntake here.
-func IntakeClosed(fd int) bool { return false }
+// IntakeClosed reports whether CloseIntake has removed a Unix listener's
+// file.
+func IntakeClosed(fd int) bool { return unixIntakeClosed(fd) }
