@@ -72,6 +72,7 @@ func TestSentinelTexts(t *testing.T) {
 		prefork.ErrChildStart:    "prefork: children fail to start",
 		prefork.ErrMasterGone:    "prefork: master process is gone",
 		prefork.ErrRequestDenied: "prefork: request denied",
+		prefork.ErrManagerClosed: "prefork: Manager closed",
 	} {
 		assert.Equal(t, text, err.Error())
 		assert.True(t, errors.Is(err, err))

@@ -3,6 +3,7 @@ package prefork_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -139,7 +140,7 @@ func ExampleManager_Shutdown() {
 			log.Printf("children killed: %v", err)
 		}
 	}()
-	if err := m.Run(context.Background()); err != nil {
+	if err := m.Run(context.Background()); !errors.Is(err, prefork.ErrManagerClosed) {
 		log.Fatal(err)
 	}
 }

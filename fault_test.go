@@ -242,28 +242,23 @@ func TestChildrenThatDieYoungAreRestartedWithBackOff(t *testing.T) {
 func TestChildOutOfDescriptorsIsReplaced(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, helperConfig{Min: 2, Max: 2, MinSpare: 1, MaxSpare: 2, FewFDs: true, Quiet: true})
-	ask := func(line string) string {
-		c := p.dial()
-		defer c.conn.Close()
-		c.conn.SetDeadline(time.Now().Add(5 * time.Second)) // a stranded connection would wait for good
-		c.send(line)
-		reply, err := c.recv()
-		require.NoError(t, err, "%q", line)
-		return reply
-	}
-	first := map[string]bool{}
-	for len(first) < 2 { // both children leak
-		pid := ask("pid")
-		if !first[pid] {
-			assert.Equal(t, "leaked", ask("leak"))
-		}
-		first[pid] = true
-	}
-	// Every request is answered, and soon by a child that replaced one
-	// that ran out of descriptors.
+	p.waitFor("two children", func() bool { return len(p.children()) == 2 })
+	first := p.children()
+	leaker := p.dial()
+	leaker.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	leaker.ask("pid")
+	assert.Equal(t, "leaked", leaker.ask("leak"), "its child leaks every descriptor once the connection ends")
+	leaker.conn.Close()
+
+	// Every request is answered (a stranded connection would wait for
+	// good), and soon by a child that replaced the one that leaked.
 	deadline := time.Now().Add(waitLimit)
 	for time.Now().Before(deadline) {
-		if pid := ask("pid"); !first[pid] {
+		c := p.dial()
+		c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+		pid := atoi(t, c.ask("pid"))
+		c.conn.Close()
+		if !slices.Contains(first, pid) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -23,7 +23,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -196,9 +195,10 @@ func (r recorder) add(hook, detail string) {
 // "stopping" answers once Request.Stopping is closed; anything else is
 // echoed. It records every hook.
 type testChild struct {
-	cfg      helperConfig
-	rec      recorder
-	leakOnce sync.Once
+	cfg     helperConfig
+	rec     recorder
+	leaking bool
+	leaked  []*os.File // kept, so that no finalizer closes them
 }
 
 func (c *testChild) Initialize(context.Context) error {
@@ -327,18 +327,8 @@ func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) erro
 				}
 			}()
 			continue
-		case "leak": // a handler that starts a goroutine that leaks descriptors
-			c.leakOnce.Do(func() {
-				go func() {
-					var leaked []*os.File // kept, so that no finalizer closes them
-					for {
-						for f, err := os.Open(os.DevNull); err == nil; f, err = os.Open(os.DevNull) {
-							leaked = append(leaked, f)
-						}
-						time.Sleep(time.Millisecond)
-					}
-				}()
-			})
+		case "leak": // from now on, the child leaks every descriptor it can (see PostProcessRequest)
+			c.leaking = true
 			reply = "leaked"
 		case "panic":
 			panic("the test asked for it")
@@ -361,6 +351,15 @@ func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) erro
 }
 
 func (c *testChild) PostProcessRequest(_ context.Context, _ *prefork.Request, err error) {
+	// After the request's connection is closed: the descriptor table is
+	// full when the child next accepts.
+	for c.leaking {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			break
+		}
+		c.leaked = append(c.leaked, f)
+	}
 	c.rec.add("PostProcessRequest", fmt.Sprint(err))
 }
 

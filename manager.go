@@ -118,6 +118,7 @@ type Manager struct {
 
 	mu      sync.Mutex
 	running *master // while Run runs in the master
+	closed  bool    // Shutdown or Close was called
 }
 
 // Run runs the prefork server and blocks until it stops.
@@ -126,7 +127,10 @@ type Manager struct {
 // ErrInvalidConfig says what to change), binds the listener, starts the
 // children and keeps the pool sized. A SIGINT or SIGTERM, or the
 // cancellation of ctx, stops it gracefully; Run then returns nil once every
-// child has exited and the listener is closed. Otherwise Run returns why it
+// child has exited and the listener is closed. After Shutdown or Close it
+// returns ErrManagerClosed, also when they were called before Run started
+// (then at once, having started nothing). If ctx is already done, Run
+// returns ctx's error and starts nothing. Otherwise Run returns why it
 // could not go on: a hook's error, a listen error, or ErrChildStart.
 //
 // In a child, Run serves requests and returns when the child is done: nil
@@ -140,38 +144,50 @@ func (m *Manager) Run(ctx context.Context) error {
 	if inherited != nil {
 		return runChild(ctx, cfg, inherited)
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	ms := newMaster(ctx, cfg)
 	m.mu.Lock()
-	if m.running != nil {
+	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return ErrManagerClosed
+	case m.running != nil:
 		m.mu.Unlock()
 		return errors.New("prefork: Run called while the Manager is running")
 	}
 	m.running = ms
 	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		m.running = nil
-		m.mu.Unlock()
-		close(ms.done)
-	}()
-	return ms.run()
-}
-
-// master returns the master that Run runs in this process, or nil.
-func (m *Manager) master() *master {
+	defer close(ms.done)
+	err = ms.run()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.running = nil
+	if err == nil && m.closed {
+		return ErrManagerClosed
+	}
+	return err
+}
+
+// master returns the master that Run runs in this process, or nil; with
+// close, it also marks the Manager closed, for a Run yet to come.
+func (m *Manager) master(close bool) *master {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = m.closed || close
 	return m.running
 }
 
 // Shutdown stops the pool gracefully, as SIGTERM does, and waits until Run
 // has returned. If ctx is done first, it kills the children that are left,
-// as Close does, waits for Run to return, and returns ctx's error. It
-// returns nil at once if Run is not running in this process's master.
+// as Close does, waits for Run to return, and returns ctx's error. Run then
+// returns ErrManagerClosed. A Shutdown before Run has started returns nil
+// at once and makes Run return ErrManagerClosed without starting anything.
 // Do not call it from a hook, which Run waits for: return an action from
 // ManagerHooks.Signal, or call Close, instead.
 func (m *Manager) Shutdown(ctx context.Context) error {
-	ms := m.master()
+	ms := m.master(true)
 	if ms == nil {
 		return nil
 	}
@@ -186,9 +202,10 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close kills every child at once and makes Run return. It does not wait.
+// Close kills every child at once and makes Run return ErrManagerClosed
+// (at once, if Run has not started yet). It does not wait.
 func (m *Manager) Close() error {
-	if ms := m.master(); ms != nil {
+	if ms := m.master(true); ms != nil {
 		ms.ask(ActionStopNow)
 	}
 	return nil
@@ -201,7 +218,7 @@ func (m *Manager) Close() error {
 // ActionRestart from ManagerHooks.Signal). It returns at once, and
 // does nothing when Run is not running in this process's master.
 func (m *Manager) RestartChildren() {
-	if ms := m.master(); ms != nil {
+	if ms := m.master(false); ms != nil {
 		ms.ask(ActionRestart)
 	}
 }

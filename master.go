@@ -204,6 +204,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	initialized := false
 	signalStops := 0
 
+	ms.takeAsks() // a Shutdown or Close during start-up: no child starts
 	for !ms.stopping || len(ms.children) > 0 {
 		spawnTimer = ms.maintain(spawnTimer)
 		if ms.watching {
@@ -254,14 +255,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		case <-timeoutTick:
 			ms.enforceRequestTimeout()
 		case <-ms.askWake:
-			ms.askMu.Lock()
-			asked := ms.asked
-			ms.asked = nil
-			ms.askMu.Unlock()
-			for _, a := range asked {
-				ms.log.Info("prefork: asked", "action", a.String())
-				ms.stop(a, nil)
-			}
+			ms.takeAsks()
 		case <-spawnTimer:
 			spawnTimer = nil
 		case <-killTimer:
@@ -284,6 +278,18 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	}
 	ms.log.Info("prefork: stopped")
 	return ms.stopErr
+}
+
+// takeAsks acts on what Manager's methods asked.
+func (ms *master) takeAsks() {
+	ms.askMu.Lock()
+	asked := ms.asked
+	ms.asked = nil
+	ms.askMu.Unlock()
+	for _, a := range asked {
+		ms.log.Info("prefork: asked", "action", a.String())
+		ms.stop(a, nil)
+	}
 }
 
 // stop begins a stop, or escalates one to ActionStopNow. err, if not nil and no

@@ -88,6 +88,12 @@
 // SIGINT or SIGTERM itself (a terminal's ^C, or systemd, reach the whole
 // process group) finishes its request and exits too.
 //
+// A Manager runs once. After a stop by a signal or by Run's context, Run
+// returns nil; after Shutdown or Close, ErrManagerClosed, also when they
+// won a race with Run's start (Run then starts nothing), and a later Run
+// returns ErrManagerClosed at once. Run with a context that is already
+// done returns the context's error and starts nothing.
+//
 // Children never outlive the master: on Linux the kernel sends them SIGTERM
 // when the master dies (they finish the request in hand, within
 // ShutdownTimeout), and everywhere they notice the end of their status
@@ -147,6 +153,9 @@ var (
 	ErrChildStart = errors.New("prefork: children fail to start")
 	// ErrMasterGone is returned by Run in a child whose master has died.
 	ErrMasterGone = errors.New("prefork: master process is gone")
+	// ErrManagerClosed is returned by Run after Shutdown or Close, and at
+	// once by a Run that starts after them.
+	ErrManagerClosed = errors.New("prefork: Manager closed")
 	// ErrRequestDenied is what PostProcessRequest receives for a request
 	// that AllowDeny refused.
 	ErrRequestDenied = errors.New("prefork: request denied")

@@ -62,7 +62,7 @@ func TestShutdownWaitsForRequestInFlight(t *testing.T) {
 	reply, err := c.recv()
 	require.NoError(t, err)
 	assert.Equal(t, "slept", reply)
-	require.NoError(t, wait(), "Run returns nil after a graceful Shutdown")
+	require.ErrorIs(t, wait(), prefork.ErrManagerClosed, "Run says the Manager was shut down")
 	assert.Empty(t, myChildren())
 	assert.NoError(t, m.Shutdown(ctx), "Shutdown after Run returned does nothing")
 }
@@ -77,7 +77,7 @@ func TestShutdownDeadlineKillsChildren(t *testing.T) {
 	start := time.Now()
 	assert.ErrorIs(t, m.Shutdown(ctx), context.DeadlineExceeded)
 	assert.Less(t, time.Since(start), waitLimit, "Shutdown does not wait for ShutdownTimeout")
-	require.NoError(t, wait())
+	require.ErrorIs(t, wait(), prefork.ErrManagerClosed)
 	assert.Empty(t, myChildren())
 	_, err := c.recv()
 	assert.Error(t, err)
@@ -100,7 +100,7 @@ func TestRestartChildrenFromAGoroutineAndClose(t *testing.T) {
 		return len(now) >= 2
 	})
 	require.NoError(t, m.Close())
-	assert.NoError(t, wait())
+	assert.ErrorIs(t, wait(), prefork.ErrManagerClosed)
 	assert.Empty(t, myChildren())
 }
 
@@ -144,4 +144,37 @@ func TestGracefulStopServesQueuedConnections(t *testing.T) {
 			require.NoError(t, p.wait())
 		})
 	}
+}
+
+// A Shutdown that comes before Run has started (right after go m.Run(ctx))
+// is not lost: Run returns ErrManagerClosed at once, starting nothing, as a
+// Run does on a Manager that was shut down. Run with a context already done
+// returns its error and starts nothing either.
+func TestStopBeforeRunStarts(t *testing.T) {
+	cfg := helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2, Quiet: true, Events: filepath.Join(t.TempDir(), "events")}
+	js, err := json.Marshal(cfg)
+	require.NoError(t, err)
+	t.Setenv(envHelper, "1")
+	t.Setenv(envConfig, string(js))
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+
+	m := newHelperManager(cfg)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background()) }()
+	require.NoError(t, m.Shutdown(ctx))
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, prefork.ErrManagerClosed)
+	case <-ctx.Done():
+		t.Fatal("Run did not return after Shutdown")
+	}
+	assert.ErrorIs(t, m.Run(context.Background()), prefork.ErrManagerClosed, "a Run after Shutdown")
+	assert.Empty(t, myChildren())
+
+	cancelled, stop := context.WithCancel(context.Background())
+	stop()
+	m = newHelperManager(cfg)
+	assert.ErrorIs(t, m.Run(cancelled), context.Canceled)
+	assert.Empty(t, myChildren(), "no child started")
 }
