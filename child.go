@@ -66,6 +66,8 @@ type worker struct {
 	announced   bool   // the master knows the child is ready
 	buf         [wire.RecordSize]byte
 	spurious    int // wake-ups that found no request
+	// watcherBefore is 1 if os/signal's watcher goroutine ran before Run.
+	watcherBefore int
 
 	// Failures to accept for lack of resources: since when, how many
 	// since the last warning, and when that was.
@@ -159,11 +161,16 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	before := runtime.NumGoroutine()
 	var reading sync.WaitGroup
 	reading.Go(w.readRecords)
-	undoSignals := w.catchSignals(masterPID)
+	undoSignals := func() {}
+	if !w.cfg.noSignals {
+		undoSignals = w.catchSignals(masterPID)
+	}
 	// The P may be held while the program runs no goroutines but the one
 	// in Run and the child's own, started just now: any other, whether the
 	// program started it before Run or a hook did, may need the P at once.
-	w.waiter.Pin(1 + runtime.NumGoroutine() - before)
+	// os/signal's watcher is one of the child's own even when the program
+	// started it (a signal.Notify before Run): it only waits for signals.
+	w.waiter.Pin(1 + runtime.NumGoroutine() - before + w.watcherBefore)
 	stopOnCancel := context.AfterFunc(ctx, func() { w.beginStop(context.Cause(ctx)) })
 	defer func() {
 		// Silence every source of beginStop, then its timers, so that
@@ -245,7 +252,11 @@ func (w *worker) listen(ln wire.Listener) (closeListener func(), err error) {
 // function that undoes it.
 func (w *worker) catchSignals(masterPID int) func() {
 	hups := make(chan os.Signal, 1) // never read: SIGHUP does nothing here
+	before := runtime.NumGoroutine()
 	signal.Notify(hups, syscall.SIGHUP)
+	if runtime.NumGoroutine() == before { // the first Notify starts os/signal's watcher
+		w.watcherBefore = 1
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	done := make(chan struct{})

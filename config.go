@@ -34,6 +34,7 @@ type config struct {
 	shutdownTimeout        time.Duration
 	startTimeout           time.Duration // 0: none
 	childMaxProcs          int
+	noSignals              bool
 	childTimerSlack        time.Duration
 	logger                 *slog.Logger
 	newChild               func() Child
@@ -66,6 +67,7 @@ func (m *Manager) config() (config, error) {
 		shutdownTimeout: m.ShutdownTimeout,
 		startTimeout:    m.StartTimeout,
 		childMaxProcs:   m.ChildMaxProcs,
+		noSignals:       m.NoSignals,
 		childTimerSlack: m.ChildTimerSlack,
 		logger:          m.Logger,
 		newChild:        m.NewChild,

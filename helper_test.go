@@ -68,6 +68,8 @@ type helperConfig struct {
 	ReportTimerSlack                          bool // Initialize records the child's timer slack, as a TimerSlack event
 	FewFDs                                    bool // Initialize leaves the child a few descriptors: "leak" runs out of them
 	HangShutdown                              bool // the child's Shutdown hook never returns
+	NotifyBeforeRun                           bool // the program calls signal.Notify (SIGUSR1) before Run
+	OwnSignals                                bool // NoSignals, and the program takes SIGTERM itself: Shutdown in the master, nothing in a child
 }
 
 func helperMain() int {
@@ -83,8 +85,29 @@ func helperMain() int {
 		defer stop()
 	}
 	m := newHelperManager(cfg)
+	if cfg.NotifyBeforeRun {
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGUSR1)
+	}
+	if cfg.OwnSignals {
+		m.NoSignals = true
+		terms := make(chan os.Signal, 1)
+		signal.Notify(terms, syscall.SIGTERM)
+		go func() {
+			for range terms {
+				rec := recorder{path: cfg.Events, role: "master"}
+				if prefork.IsChild() {
+					rec.role = "child"
+				}
+				rec.add("ProgramSIGTERM", "")
+				m.Shutdown(context.Background()) // nothing in a child
+			}
+		}()
+	}
 	fds, goroutines := countFDs(), runtime.NumGoroutine()
 	err := m.Run(ctx)
+	if errors.Is(err, prefork.ErrManagerClosed) {
+		err = nil // the program's own Shutdown
+	}
 	if prefork.IsChild() { // what Run left behind in this child
 		// A goroutine that has signalled a WaitGroup may not have exited
 		// yet: give those a moment. os/signal's watcher stays for good.

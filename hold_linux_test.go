@@ -28,3 +28,23 @@ func TestChildWaitsHoldTheP(t *testing.T) {
 	require.Len(t, exits, 1)
 	assert.GreaterOrEqual(t, exits[0].Held, lines, "each line is waited for while holding the P")
 }
+
+// A program that called signal.Notify before Run (os/signal's watcher
+// goroutine is then the program's) does not lose the children's fast
+// waits.
+func TestChildWaitsHoldThePAfterNotifyBeforeRun(t *testing.T) {
+	t.Parallel()
+	const lines = 30
+	p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1, NotifyBeforeRun: true})
+	c := p.dial()
+	for range lines {
+		assert.Equal(t, "x", c.ask("x"))
+	}
+	c.conn.Close()
+	p.signal(syscall.SIGTERM)
+	require.NoError(t, p.wait())
+
+	exits := p.childExits(t)
+	require.Len(t, exits, 1)
+	assert.GreaterOrEqual(t, exits[0].Held, lines)
+}

@@ -105,6 +105,14 @@ type Manager struct {
 	// second. Elsewhere it is ignored.
 	ChildTimerSlack time.Duration
 
+	// NoSignals leaves signals to the program: Run installs no signal
+	// handler, in the master or in the children, and the program stops
+	// the pool with Shutdown, Close or Run's context. (By default SIGINT
+	// and SIGTERM stop the pool gracefully, a second one at once, SIGHUP
+	// goes to ManagerHooks.Signal, and a child finishes its request on its
+	// own SIGINT or SIGTERM.) A child still stops with its master.
+	NoSignals bool
+
 	// Logger receives the master's and the children's logs. Nil means
 	// slog.Default().
 	Logger *slog.Logger

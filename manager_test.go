@@ -308,3 +308,20 @@ func TestHandlerGoroutinesShareTheConnection(t *testing.T) {
 	}
 	assert.Equal(t, "still reading", c.ask("still reading"))
 }
+
+// With NoSignals the library takes no signal: the program's own handler
+// gets SIGTERM, in the master (which it stops with Shutdown) and in a child
+// (which goes on serving).
+func TestNoSignalsLeavesSignalsToTheProgram(t *testing.T) {
+	t.Parallel()
+	p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1, OwnSignals: true})
+	child := p.askPID()
+	require.NoError(t, syscall.Kill(child, syscall.SIGTERM))
+	p.waitEvent("child", "ProgramSIGTERM")
+	assert.Equal(t, child, p.askPID(), "the child goes on serving")
+
+	p.signal(syscall.SIGTERM)
+	p.waitEvent("master", "ProgramSIGTERM")
+	require.NoError(t, p.wait(), "the program stopped the pool with Shutdown")
+	assert.Empty(t, p.group())
+}

@@ -140,8 +140,10 @@ func (ms *master) run() error {
 		return err
 	}
 	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(signals)
+	if !cfg.noSignals {
+		signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		defer signal.Stop(signals)
+	}
 	if err := callHook("PostSignalSetup", hooks.PostSignalSetup, ctx); err != nil {
 		return err
 	}
