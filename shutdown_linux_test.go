@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -132,6 +133,12 @@ func TestGracefulStopServesQueuedConnections(t *testing.T) {
 			reply, err := busy.recv()
 			require.NoError(t, err)
 			assert.Equal(t, "stopping", reply)
+			// The child heard of the stop after the listener stopped taking
+			// connections: a new one is not taken.
+			if late, err := net.DialTimeout(network, p.addr, 300*time.Millisecond); err == nil {
+				late.Close()
+				t.Error("a new connection was taken during the stop")
+			}
 			for i, c := range queued {
 				reply, err := c.recv()
 				require.NoError(t, err, "queued connection %d is served", i)
