@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
-	"os/signal"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -19,14 +17,6 @@ import (
 	"github.com/prefork-go/prefork/internal/sys"
 	"github.com/prefork-go/prefork/internal/wire"
 )
-
-// maxDatagram is the largest datagram a child receives whole: the largest
-// UDP payload fits. A longer one (possible on unixgram) is dropped and
-// logged, never passed on cut.
-const maxDatagram = 64 << 10
-
-// replyTimeout bounds how long Reply waits for room in a full send buffer.
-const replyTimeout = 5 * time.Second
 
 // worker is the child side: it waits for requests on its listener, serves
 // them one at a time and reports to the master.
@@ -247,89 +237,6 @@ func (w *worker) listen(ln wire.Listener) (closeListener func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-// catchSignals makes SIGINT and SIGTERM begin a graceful stop, and a second
-// one a stop at once; SIGHUP is the master's business. It returns the
-// function that undoes it.
-func (w *worker) catchSignals(masterPID int) func() {
-	hups := make(chan os.Signal, 1) // never read: SIGHUP does nothing here
-	before := runtime.NumGoroutine()
-	signal.Notify(hups, syscall.SIGHUP)
-	if runtime.NumGoroutine() == before { // the first Notify starts os/signal's watcher
-		w.watcherBefore = 1
-	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for n := 0; ; n++ {
-			select {
-			case <-sigs:
-			case <-done:
-				return
-			}
-			if n > 0 {
-				w.hardStop()
-				continue
-			}
-			var cause error
-			if os.Getppid() != masterPID { // the parent-death signal
-				cause = ErrMasterGone
-			}
-			w.beginStop(cause)
-		}
-	})
-	return func() {
-		signal.Stop(hups)
-		signal.Stop(sigs)
-		close(done)
-		wg.Wait()
-	}
-}
-
-// beginStop starts a graceful stop, once: the child takes no new request,
-// and its request context is cancelled after ShutdownTimeout. If the
-// request still does not return, the child exits by itself a little later,
-// so that it cannot outlive a master that is gone.
-func (w *worker) beginStop(cause error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.stopBegun || w.finished {
-		return
-	}
-	w.stopBegun = true
-	w.stopCause = cause
-	close(w.stopping)
-	w.waiter.Wake()
-	w.timers = append(w.timers,
-		time.AfterFunc(w.cfg.shutdownTimeout, w.hardStop),
-		time.AfterFunc(w.cfg.shutdownTimeout+killGrace, func() {
-			w.mu.Lock()
-			finished := w.finished
-			w.mu.Unlock()
-			if !finished {
-				w.log.Error("prefork: request did not end after ShutdownTimeout; exiting")
-				os.Exit(2)
-			}
-		}))
-}
-
-// retire makes the child leave once it is idle, without hurrying the
-// request in hand: the master has enough children without it.
-func (w *worker) retire() {
-	w.retired.Store(true)
-	w.waiter.Wake()
-}
-
-func (w *worker) stopped() bool {
-	select {
-	case <-w.stopping:
-		return true
-	default:
-		return false
-	}
-}
-
 func (w *worker) serve() error {
 	// After a request, the next one may be queued already: the child
 	// takes it without a wait, which under load saves a sleep and a
@@ -441,23 +348,7 @@ func (w *worker) next() (*Request, error) {
 		// Reply writes to Conn: no reply function to make.
 		return &Request{Conn: conn, RemoteAddr: conn.RemoteAddr(), Network: w.network, Served: w.served, stopping: w.stopping}, nil
 	}
-	n, from, truncated, err := sys.ReadFrom(w.fd, w.datagram)
-	if err != nil {
-		return nil, w.acceptError("recvmsg", err)
-	}
-	w.shortSince = time.Time{}
-	sender := sys.Addr(w.network, from)
-	if truncated {
-		w.log.Warn("prefork: datagram longer than the buffer; dropped", "remote", addrString(sender), "buffer", len(w.datagram))
-		return nil, nil
-	}
-	reply := func(b []byte) error {
-		if sender == nil {
-			return errors.New("prefork: the sender has no address to reply to")
-		}
-		return sys.WriteTo(w.fd, b, from, replyTimeout)
-	}
-	return &Request{Data: w.datagram[:n], RemoteAddr: sender, Network: w.network, Served: w.served, stopping: w.stopping, reply: reply}, nil
+	return w.nextDatagram()
 }
 
 // sickAfter is how long a child may go on failing to accept for lack of
@@ -494,33 +385,6 @@ func (w *worker) acceptError(call string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("prefork: %s: %w", call, err)
-}
-
-// readRecords handles what the master sends, while the child waits and
-// while it serves, until run ends.
-func (w *worker) readRecords() {
-	r := wire.NewReader(w.status)
-	for {
-		rec, err := r.Next()
-		switch {
-		case errors.Is(err, wire.ErrMalformed):
-			w.log.Error("prefork: malformed record from the master", "err", err)
-		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, os.ErrClosed): // run is over
-			return
-		case err != nil: // end of stream: the master is gone
-			w.beginStop(ErrMasterGone)
-			return
-		case rec.Kind == wire.Retire:
-			w.retire()
-		case rec.Kind == wire.Stop:
-			w.beginStop(nil)
-		case rec.Kind == wire.Park, rec.Kind == wire.Unpark:
-			w.park.Store(rec.Kind == wire.Park)
-			w.waiter.Wake() // to wait again, with or without the listener
-		case rec.Kind == wire.Look:
-			w.waiter.Wake() // its next wait sees a connection that waits
-		}
-	}
 }
 
 // report records the child's state on the scoreboard, once per change. The
@@ -568,111 +432,4 @@ func (w *worker) send(kind wire.Kind) {
 	if _, err := w.status.Write(wire.Encode(&w.buf, rec)); err != nil {
 		w.beginStop(ErrMasterGone)
 	}
-}
-
-// requestHooks are a Child's optional per-request hooks, nil where it has
-// none.
-type requestHooks struct {
-	postAccept  PostAccepter
-	allowDeny   AllowDenier
-	denied      RequestDenier
-	postProcess PostProcessor
-}
-
-func findRequestHooks(c Child) requestHooks {
-	var h requestHooks
-	h.postAccept, _ = c.(PostAccepter)
-	h.allowDeny, _ = c.(AllowDenier)
-	h.denied, _ = c.(RequestDenier)
-	h.postProcess, _ = c.(PostProcessor)
-	return h
-}
-
-// handle runs one request through the Child's hooks. It returns a
-// *PanicError if a hook panicked, which ends the child.
-func (w *worker) handle(r *Request) error {
-	ctx := w.hardCtx
-	if w.cfg.requestTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, w.cfg.requestTimeout)
-		defer cancel()
-	}
-	if r.Conn != nil {
-		// Once the stop cannot wait any longer or the request has run out
-		// of time, a handler that watches ctx has half of killGrace to
-		// write a last word; then its reads and writes fail too, for
-		// handlers that do not watch ctx, so that the child can go on (or
-		// exit by itself) before it is killed.
-		defer context.AfterFunc(ctx, func() { r.Conn.SetDeadline(time.Now().Add(killGrace / 2)) })()
-	}
-	err := w.process(ctx, r)
-	if r.Conn != nil {
-		r.Conn.Close()
-	}
-	if pp := w.hooks.postProcess; pp != nil {
-		if perr := guard("PostProcessRequest", func() error { pp.PostProcessRequest(ctx, r, err); return nil }); perr != nil {
-			err = perr
-		}
-	}
-	if err == nil { // the common case, without errors.As's allocation
-		return nil
-	}
-	var panicked *PanicError
-	if errors.As(err, &panicked) {
-		logPanic(w.log, panicked)
-		return panicked
-	}
-	return nil
-}
-
-// process runs the hooks between accept and close, and returns why the
-// request ended.
-func (w *worker) process(ctx context.Context, r *Request) error {
-	if pa := w.hooks.postAccept; pa != nil {
-		if err := guard("PostAccept", func() error { return pa.PostAccept(ctx, r) }); err != nil {
-			w.log.Warn("prefork: PostAccept", "remote", addrString(r.RemoteAddr), "err", err)
-			return fmt.Errorf("prefork: PostAccept: %w", err)
-		}
-	}
-	if ad := w.hooks.allowDeny; ad != nil {
-		allow := true
-		if err := guard("AllowDeny", func() error { allow = ad.AllowDeny(ctx, r); return nil }); err != nil {
-			return err
-		}
-		if !allow {
-			if rd := w.hooks.denied; rd != nil {
-				if err := guard("RequestDenied", func() error { rd.RequestDenied(ctx, r); return nil }); err != nil {
-					return err
-				}
-			}
-			return ErrRequestDenied
-		}
-	}
-	err := guard("ProcessRequest", func() error { return w.child.ProcessRequest(ctx, r) })
-	if err != nil {
-		w.log.Warn("prefork: request failed", "remote", addrString(r.RemoteAddr), "err", err)
-	}
-	return err
-}
-
-func (w *worker) shutdown(err error) {
-	if s, ok := w.child.(Shutdowner); ok {
-		if perr := guard("Shutdown", func() error { s.Shutdown(w.hardCtx, err); return nil }); perr != nil {
-			logPanic(w.log, perr)
-		}
-	}
-}
-
-func logPanic(log *slog.Logger, err error) {
-	var p *PanicError
-	if errors.As(err, &p) {
-		log.Error("prefork: panic", "hook", p.Hook, "panic", fmt.Sprint(p.Value), "stack", string(p.Stack))
-	}
-}
-
-func addrString(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	return a.String()
 }

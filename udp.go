@@ -1,0 +1,41 @@
+package prefork
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prefork-go/prefork/internal/sys"
+)
+
+// The datagram side of a child: a request is one datagram, answered with
+// Reply.
+
+// maxDatagram is the largest datagram a child receives whole: the largest
+// UDP payload fits. A longer one (possible on unixgram) is dropped and
+// logged, never passed on cut.
+const maxDatagram = 64 << 10
+
+// replyTimeout bounds how long Reply waits for room in a full send buffer.
+const replyTimeout = 5 * time.Second
+
+// nextDatagram takes one datagram from the listener, or returns nil if
+// there is none (another child took it, or it was too long and dropped).
+func (w *worker) nextDatagram() (*Request, error) {
+	n, from, truncated, err := sys.ReadFrom(w.fd, w.datagram)
+	if err != nil {
+		return nil, w.acceptError("recvmsg", err)
+	}
+	w.shortSince = time.Time{}
+	sender := sys.Addr(w.network, from)
+	if truncated {
+		w.log.Warn("prefork: datagram longer than the buffer; dropped", "remote", addrString(sender), "buffer", len(w.datagram))
+		return nil, nil
+	}
+	reply := func(b []byte) error {
+		if sender == nil {
+			return errors.New("prefork: the sender has no address to reply to")
+		}
+		return sys.WriteTo(w.fd, b, from, replyTimeout)
+	}
+	return &Request{Data: w.datagram[:n], RemoteAddr: sender, Network: w.network, Served: w.served, stopping: w.stopping, reply: reply}, nil
+}
