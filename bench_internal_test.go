@@ -129,7 +129,7 @@ func benchChildRequest(b *testing.B, held bool) {
 	}()
 
 	benchClient(b, addr.String())
-	w.retire()
+	w.setPhase(childRetiring, nil)
 	require.NoError(b, <-served)
 }
 

@@ -40,15 +40,15 @@ type worker struct {
 	hardCtx  context.Context
 	hardStop context.CancelFunc
 
-	retired   atomic.Bool   // the master sent Retire
-	park      atomic.Bool   // the master sent Park, and no Unpark since
+	park atomic.Bool // the master sent Park, and no Unpark since
+
+	// The child's phase changes only in setPhase, under mu; serve reads
+	// it without the lock.
+	mu        sync.Mutex
+	phase     atomic.Int32  // a childPhase
 	stopping  chan struct{} // closed when a graceful stop begins
 	stopCause error         // why; written before stopping is closed
-
-	mu        sync.Mutex // guards the fields below, and beginStop
-	stopBegun bool
-	finished  bool // run is over: no more stops, no more timers
-	timers    []*time.Timer
+	timer     *time.Timer   // the deadline of the phase, if it has one
 
 	maxRequests int // MaxRequests plus this child's jitter
 	served      int
@@ -161,21 +161,16 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	// os/signal's watcher is one of the child's own even when the program
 	// started it (a signal.Notify before Run): it only waits for signals.
 	w.waiter.Pin(1 + runtime.NumGoroutine() - before + w.watcherBefore)
-	stopOnCancel := context.AfterFunc(ctx, func() { w.beginStop(context.Cause(ctx)) })
+	stopOnCancel := context.AfterFunc(ctx, func() { w.setPhase(childStopping, context.Cause(ctx)) })
 	defer func() {
-		// Silence every source of beginStop, then its timers, so that
-		// nothing fires after run returns (before the wake-up pipe
-		// closes, in the defers above).
+		// Silence every source of a phase change, then the phase's
+		// timer, so that nothing fires after run returns (before the
+		// wake-up pipe closes, in the defers above).
 		stopOnCancel()
 		undoSignals()
 		w.status.SetReadDeadline(time.Now()) // ends readRecords
 		reading.Wait()
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		w.finished = true
-		for _, t := range w.timers {
-			t.Stop()
-		}
+		w.setPhase(childFinished, nil)
 	}()
 
 	if init, ok := w.child.(Initializer); ok {
@@ -243,10 +238,10 @@ func (w *worker) serve() error {
 	// wake-up per request.
 	queued := false
 	for {
-		if w.stopped() {
+		switch childPhase(w.phase.Load()) {
+		case childStopping, childHardStopping:
 			return w.stopCause
-		}
-		if w.retired.Load() {
+		case childRetiring:
 			return nil
 		}
 		if w.maxRequests > 0 && w.served >= w.maxRequests {
@@ -430,6 +425,6 @@ func (w *worker) report(state uint32) {
 func (w *worker) send(kind wire.Kind) {
 	rec := wire.Record{Kind: kind, Served: uint32(w.served)}
 	if _, err := w.status.Write(wire.Encode(&w.buf, rec)); err != nil {
-		w.beginStop(ErrMasterGone)
+		w.setPhase(childStopping, ErrMasterGone)
 	}
 }

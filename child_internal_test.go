@@ -44,12 +44,7 @@ func TestRetireDoesNotHurryTheRequestButStopDoes(t *testing.T) {
 	defer func() {
 		childEnd.SetReadDeadline(time.Now())
 		reading.Wait()
-		w.mu.Lock()
-		w.finished = true
-		for _, tm := range w.timers {
-			tm.Stop()
-		}
-		w.mu.Unlock()
+		w.setPhase(childFinished, nil)
 	}()
 
 	send := func(k wire.Kind) {
@@ -58,10 +53,10 @@ func TestRetireDoesNotHurryTheRequestButStopDoes(t *testing.T) {
 		require.NoError(t, err)
 	}
 	send(wire.Retire)
-	require.Eventually(t, w.retired.Load, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return childPhase(w.phase.Load()) == childRetiring }, 10*time.Second, time.Millisecond)
 	assert.False(t, w.stopped(), "Retire does not close Stopping")
 	w.mu.Lock()
-	assert.Empty(t, w.timers, "nor bound the request")
+	assert.Nil(t, w.timer, "nor bound the request")
 	w.mu.Unlock()
 
 	send(wire.Stop)
@@ -72,6 +67,33 @@ func TestRetireDoesNotHurryTheRequestButStopDoes(t *testing.T) {
 	}
 	assert.NoError(t, w.stopCause)
 	w.mu.Lock()
-	assert.Len(t, w.timers, 2, "Stop bounds the request")
+	assert.NotNil(t, w.timer, "Stop bounds the request")
 	w.mu.Unlock()
+}
+
+// A child's phase only moves forward, and once run is over nothing moves
+// it or fires.
+func TestChildPhaseOnlyMovesForward(t *testing.T) {
+	waiter, err := sys.NewWaiter(-1)
+	require.NoError(t, err)
+	defer waiter.Close()
+	w := &worker{cfg: config{shutdownTimeout: time.Minute}, log: slog.New(slog.DiscardHandler), waiter: waiter, stopping: make(chan struct{})}
+	w.hardCtx, w.hardStop = context.WithCancel(context.Background())
+	defer w.hardStop()
+
+	w.setPhase(childStopping, ErrMasterGone)
+	w.setPhase(childRetiring, nil)
+	assert.Equal(t, childStopping, childPhase(w.phase.Load()), "a stop is not undone by a retire")
+	assert.ErrorIs(t, w.stopCause, ErrMasterGone)
+	w.setPhase(childStopping, nil)
+	assert.ErrorIs(t, w.stopCause, ErrMasterGone, "the first cause stays")
+
+	w.setPhase(childHardStopping, nil)
+	assert.Error(t, w.hardCtx.Err(), "a hard stop cancels the request")
+	w.setPhase(childFinished, nil)
+	w.mu.Lock()
+	assert.Nil(t, w.timer, "no timer after run")
+	w.mu.Unlock()
+	w.setPhase(childStopping, nil)
+	assert.Equal(t, childFinished, childPhase(w.phase.Load()))
 }

@@ -36,15 +36,15 @@ func (w *worker) catchSignals(masterPID int) func() {
 			case <-done:
 				return
 			}
-			if n > 0 {
-				w.hardStop()
-				continue
-			}
 			var cause error
 			if os.Getppid() != masterPID { // the parent-death signal
 				cause = ErrMasterGone
 			}
-			w.beginStop(cause)
+			if n > 0 {
+				w.setPhase(childHardStopping, cause)
+				continue
+			}
+			w.setPhase(childStopping, cause)
 		}
 	})
 	return func() {
@@ -55,48 +55,68 @@ func (w *worker) catchSignals(masterPID int) func() {
 	}
 }
 
-// beginStop starts a graceful stop, once: the child takes no new request,
-// and its request context is cancelled after ShutdownTimeout. If the
-// request still does not return, the child exits by itself a little later,
-// so that it cannot outlive a master that is gone.
-func (w *worker) beginStop(cause error) {
+// childPhase is where a child is in its life. It only moves forward.
+type childPhase int32
+
+const (
+	childServing      childPhase = iota
+	childRetiring                // leave once idle: the master has enough children
+	childStopping                // the pool stops: finish the request, within ShutdownTimeout
+	childHardStopping            // ShutdownTimeout has passed, or a second signal came: cancel the request
+	childFinished                // run is over: no more changes, no more timers
+)
+
+// setPhase moves the child to phase p (cause: why it stops) and does what
+// the change needs. Retiring and stopping wake the child's wait, so that it
+// takes no new request. A stop closes the stopping channel that requests
+// watch, and gives the request in hand ShutdownTimeout; a hard stop cancels
+// its context and gives it killGrace more, after which the child exits by
+// itself (exitNow), so that it cannot outlive a master that is gone.
+func (w *worker) setPhase(p childPhase, cause error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopBegun || w.finished {
+	from := childPhase(w.phase.Load())
+	if p <= from || from == childFinished {
 		return
 	}
-	w.stopBegun = true
-	w.stopCause = cause
-	close(w.stopping)
-	w.waiter.Wake()
-	w.timers = append(w.timers,
-		time.AfterFunc(w.cfg.shutdownTimeout, w.hardStop),
-		time.AfterFunc(w.cfg.shutdownTimeout+killGrace, func() {
-			w.mu.Lock()
-			finished := w.finished
-			w.mu.Unlock()
-			if !finished {
-				w.log.Error("prefork: request did not end after ShutdownTimeout; exiting")
-				os.Exit(2)
-			}
-		}))
-}
-
-// retire makes the child leave once it is idle, without hurrying the
-// request in hand: the master has enough children without it.
-func (w *worker) retire() {
-	w.retired.Store(true)
-	w.waiter.Wake()
-}
-
-func (w *worker) stopped() bool {
-	select {
-	case <-w.stopping:
-		return true
-	default:
-		return false
+	if from < childStopping && p >= childStopping {
+		w.stopCause = cause // before the phase, which publishes it
+		close(w.stopping)
+	}
+	w.phase.Store(int32(p))
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+	switch p {
+	case childRetiring, childStopping:
+		w.waiter.Wake()
+		if p == childStopping {
+			w.timer = time.AfterFunc(w.cfg.shutdownTimeout, func() { w.setPhase(childHardStopping, nil) })
+		}
+	case childHardStopping:
+		w.waiter.Wake()
+		w.hardStop()
+		w.timer = time.AfterFunc(killGrace, w.exitNow)
 	}
 }
+
+// exitNow ends the process of a child whose request did not return after
+// its context was cancelled, and killGrace more: a handler that ignores its
+// context must not keep a child alive after its master is gone, nor keep a
+// stopping pool waiting. It is the one place where the package calls
+// os.Exit.
+func (w *worker) exitNow() {
+	w.mu.Lock()
+	finished := childPhase(w.phase.Load()) == childFinished
+	w.mu.Unlock()
+	if !finished {
+		w.log.Error("prefork: request did not end after ShutdownTimeout; exiting")
+		os.Exit(2)
+	}
+}
+
+func (w *worker) stopped() bool { return childPhase(w.phase.Load()) >= childStopping }
 
 // readRecords handles what the master sends, while the child waits and
 // while it serves, until run ends.
@@ -110,12 +130,12 @@ func (w *worker) readRecords() {
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, os.ErrClosed): // run is over
 			return
 		case err != nil: // end of stream: the master is gone
-			w.beginStop(ErrMasterGone)
+			w.setPhase(childStopping, ErrMasterGone)
 			return
 		case rec.Kind == wire.Retire:
-			w.retire()
+			w.setPhase(childRetiring, nil)
 		case rec.Kind == wire.Stop:
-			w.beginStop(nil)
+			w.setPhase(childStopping, nil)
 		case rec.Kind == wire.Park, rec.Kind == wire.Unpark:
 			w.park.Store(rec.Kind == wire.Park)
 			w.waiter.Wake() // to wait again, with or without the listener
