@@ -325,3 +325,22 @@ func TestNoSignalsLeavesSignalsToTheProgram(t *testing.T) {
 	require.NoError(t, p.wait(), "the program stopped the pool with Shutdown")
 	assert.Empty(t, p.group())
 }
+
+// What each signal does by default, as a table: the integration tests see
+// the effects, which come later than the signal.
+func TestDefaultSignal(t *testing.T) {
+	for _, tc := range []struct {
+		sig      syscall.Signal
+		stopping bool
+		want     prefork.SignalAction
+	}{
+		{syscall.SIGTERM, false, prefork.ActionStop},
+		{syscall.SIGINT, false, prefork.ActionStop},
+		{syscall.SIGTERM, true, prefork.ActionStopNow},
+		{syscall.SIGINT, true, prefork.ActionStopNow},
+		{syscall.SIGHUP, false, prefork.ActionContinue},
+		{syscall.SIGHUP, true, prefork.ActionContinue},
+	} {
+		assert.Equal(t, tc.want, prefork.DefaultSignal(tc.sig, tc.stopping), "%v, stopping %v", tc.sig, tc.stopping)
+	}
+}
