@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"testing"
 	"time"
@@ -93,6 +94,9 @@ func TestConnDeadline(t *testing.T) {
 // A deadline set by another goroutine ends a Read in progress, also one that
 // holds the P (the timer's goroutine starts only when it fires).
 func TestConnDeadlineMovedDuringRead(t *testing.T) {
+	if !withOneP(t) {
+		return
+	}
 	for _, held := range []bool{false, true} {
 		conn, _, waiter := connPair(t)
 		time.AfterFunc(20*time.Millisecond, func() { conn.SetReadDeadline(time.Now()) })
@@ -109,6 +113,9 @@ func TestConnDeadlineMovedDuringRead(t *testing.T) {
 			assert.ErrorIs(t, err, os.ErrDeadlineExceeded, "held: %v", held)
 		case <-time.After(10 * time.Second):
 			t.Fatalf("held: %v: Read did not see its new deadline", held)
+		}
+		if held {
+			assert.NotZero(t, waiter.HeldWaits(), "the Read held the P, the only one")
 		}
 	}
 }
@@ -138,6 +145,9 @@ func TestConnCloseDuringRead(t *testing.T) {
 // While the Waiter holds the P, a goroutine that waits in the netpoller
 // for the status socket still gets its data.
 func TestWaiterLetsStatusReaderRun(t *testing.T) {
+	if !withOneP(t) {
+		return
+	}
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
 	defer r.Close()
@@ -162,6 +172,24 @@ func TestWaiterLetsStatusReaderRun(t *testing.T) {
 	got, err := waiter.WaitFD(int(idle.Fd()), unix.POLLIN, time.Now().Add(10*time.Second), seen)
 	require.NoError(t, err)
 	assert.Equal(t, Woken, got, "the reader ran, and woke the wait")
+	assert.NotZero(t, waiter.HeldWaits(), "while the wait held the P, the only one")
+}
+
+// withOneP runs the calling test again in a process of its own with
+// GOMAXPROCS=1, where a wait that holds the P leaves no other P to run the
+// goroutines the test needs: it reports whether the caller is that run.
+// (Setting GOMAXPROCS in this process would change it for parallel tests.)
+func withOneP(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv("SYS_TEST_ONE_P") != "" {
+		require.Equal(t, 1, runtime.GOMAXPROCS(0))
+		return true
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SYS_TEST_ONE_P=1", "GOMAXPROCS=1")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "with one P:\n%s", out)
+	return false
 }
 
 // A deadline set while one goroutine waits to read and another to write
