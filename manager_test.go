@@ -183,7 +183,25 @@ func TestHUPCallsHookAndPoolGoesOn(t *testing.T) {
 	assert.Equal(t, syscall.SIGHUP.String(), ev.Detail)
 	c := p.dial()
 	assert.Equal(t, "still here", c.ask("still here"))
-	assert.ElementsMatch(t, before, p.children(), "SIGHUP does not touch the children")
+	c.conn.Close()
+	// The end of the pool is the sync point: every child that ever ran
+	// has left its Shutdown event by then, and a restart would have left
+	// more of them.
+	p.signal(syscall.SIGTERM)
+	require.NoError(t, p.wait())
+	assert.ElementsMatch(t, before, shutdownPIDs(p), "SIGHUP does not touch the children")
+}
+
+// shutdownPIDs lists the children that ran their Shutdown hook after a
+// normal end, once the pool has stopped.
+func shutdownPIDs(p *pool) []int {
+	var pids []int
+	for _, ev := range p.readEvents() {
+		if ev.Role == "child" && ev.Hook == "Shutdown" && ev.Detail == "<nil>" {
+			pids = append(pids, ev.PID)
+		}
+	}
+	return pids
 }
 
 func TestHooksAreCalledInOrder(t *testing.T) {
