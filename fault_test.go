@@ -260,11 +260,7 @@ func TestChildOutOfDescriptorsIsReplaced(t *testing.T) {
 	// good), and soon by a child that replaced the one that leaked.
 	deadline := time.Now().Add(waitLimit)
 	for time.Now().Before(deadline) {
-		c := p.dial()
-		c.conn.SetDeadline(time.Now().Add(5 * time.Second))
-		pid := atoi(t, c.ask("pid"))
-		c.conn.Close()
-		if !slices.Contains(first, pid) {
+		if pid := atoi(t, p.askNew("pid", 5*time.Second)); !slices.Contains(first, pid) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -279,14 +275,8 @@ func TestChildThatDoesNotExitIsKilled(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, helperConfig{Min: 1, Max: 3, MinSpare: 1, MaxSpare: 3, MaxRequests: 1,
 		HangShutdown: true, ShutdownTimeout: 200 * time.Millisecond, Quiet: true})
-	for i := range 6 { // twice as many requests as MaxServers, each ending a child
-		c := p.dial()
-		c.conn.SetDeadline(time.Now().Add(waitLimit))
-		c.send("ping")
-		reply, err := c.recv()
-		require.NoError(t, err, "request %d", i)
-		assert.Equal(t, "ping", reply)
-		c.conn.Close()
+	for range 6 { // twice as many requests as MaxServers, each ending a child
+		assert.Equal(t, "ping", p.askNew("ping", waitLimit))
 	}
 }
 
@@ -315,14 +305,8 @@ func TestHangingStartDoesNotStopReplacement(t *testing.T) {
 	require.NoError(t, os.WriteFile(fail, nil, 0o600))
 	p := startPool(t, helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2, MaxRequests: 3,
 		HangInitFlag: hang, FailInitFlag: fail, StartTimeout: 500 * time.Millisecond, Quiet: true})
-	for i := range 12 {
-		c := p.dial()
-		c.conn.SetDeadline(time.Now().Add(5 * time.Second))
-		c.send("ping")
-		reply, err := c.recv()
-		require.NoError(t, err, "request %d", i)
-		assert.Equal(t, "ping", reply)
-		c.conn.Close()
+	for range 12 {
+		assert.Equal(t, "ping", p.askNew("ping", 5*time.Second))
 	}
 }
 

@@ -608,6 +608,16 @@ func (c *client) ask(line string) string {
 	return reply
 }
 
+// askNew asks line on a connection of its own, which must be answered
+// within the time given: a connection left waiting fails the test.
+func (p *pool) askNew(line string, within time.Duration) string {
+	p.t.Helper()
+	c := p.dial()
+	defer c.conn.Close()
+	c.conn.SetDeadline(time.Now().Add(within))
+	return c.ask(line)
+}
+
 // askPID asks a new connection which child serves it.
 func (p *pool) askPID() int {
 	p.t.Helper()

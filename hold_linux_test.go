@@ -11,40 +11,27 @@ import (
 // A child that runs no goroutines but its own waits while holding its P
 // (see How it works in the README); it counts such waits and logs the
 // count when it exits. Without them the children would cost about twice
-// the CPU per request, which no other test would notice.
+// the CPU per request, which no other test would notice. A program that
+// called signal.Notify before Run (os/signal's watcher goroutine is then
+// the program's) does not lose them.
 func TestChildWaitsHoldTheP(t *testing.T) {
 	t.Parallel()
-	const lines = 30
-	p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1})
-	c := p.dial()
-	for range lines {
-		assert.Equal(t, "x", c.ask("x"))
+	for name, notifyBeforeRun := range map[string]bool{"plain": false, "after a Notify before Run": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			const lines = 30
+			p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1, NotifyBeforeRun: notifyBeforeRun})
+			c := p.dial()
+			for range lines {
+				assert.Equal(t, "x", c.ask("x"))
+			}
+			c.conn.Close()
+			p.signal(syscall.SIGTERM)
+			require.NoError(t, p.wait())
+
+			exits := p.childExits(t)
+			require.Len(t, exits, 1)
+			assert.GreaterOrEqual(t, exits[0].Held, lines, "each line is waited for while holding the P")
+		})
 	}
-	c.conn.Close()
-	p.signal(syscall.SIGTERM)
-	require.NoError(t, p.wait())
-
-	exits := p.childExits(t)
-	require.Len(t, exits, 1)
-	assert.GreaterOrEqual(t, exits[0].Held, lines, "each line is waited for while holding the P")
-}
-
-// A program that called signal.Notify before Run (os/signal's watcher
-// goroutine is then the program's) does not lose the children's fast
-// waits.
-func TestChildWaitsHoldThePAfterNotifyBeforeRun(t *testing.T) {
-	t.Parallel()
-	const lines = 30
-	p := startReady(t, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1, NotifyBeforeRun: true})
-	c := p.dial()
-	for range lines {
-		assert.Equal(t, "x", c.ask("x"))
-	}
-	c.conn.Close()
-	p.signal(syscall.SIGTERM)
-	require.NoError(t, p.wait())
-
-	exits := p.childExits(t)
-	require.Len(t, exits, 1)
-	assert.GreaterOrEqual(t, exits[0].Held, lines)
 }
