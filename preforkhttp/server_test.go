@@ -1,0 +1,339 @@
+package preforkhttp_test
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// pidOf parses the "pid count" body of /pid.
+func pidOf(t *testing.T, body string) (pid, count int) {
+	t.Helper()
+	_, err := fmt.Sscan(body, &pid, &count)
+	require.NoError(t, err, "body %q", body)
+	return pid, count
+}
+
+func TestKeepAliveStaysWithOneChild(t *testing.T) {
+	p := startPool(t, poolConfig{})
+	client := newClient()
+	first := 0
+	for i := range 5 {
+		code, body := get(t, client, p.url+"/pid")
+		require.Equal(t, http.StatusOK, code)
+		pid, count := pidOf(t, body)
+		if i == 0 {
+			first = pid
+		}
+		// One connection is one child's, and the child's state is its own.
+		require.Equal(t, first, pid, "request %d of a kept-alive connection went to another child", i)
+		require.GreaterOrEqual(t, count, i+1)
+	}
+}
+
+func TestConcurrentConnectionsGetChildrenOfTheirOwn(t *testing.T) {
+	p := startPool(t, poolConfig{Min: 3, Max: 3})
+	pids := make([]string, 3)
+	parallel(3, func(i int) {
+		resp, err := newClient().Get(p.url + "/sleep?ms=300")
+		if !assert.NoError(t, err) {
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		pids[i], _, _ = strings.Cut(string(body), " ")
+	})
+	require.NotEmpty(t, pids[0])
+	require.NotEqual(t, pids[0], pids[1])
+	require.NotEqual(t, pids[1], pids[2])
+	require.NotEqual(t, pids[0], pids[2])
+}
+
+func TestPanicAnswers500AndEndsTheChild(t *testing.T) {
+	p := startPool(t, poolConfig{Min: 1, Max: 1}) // one child serves every request
+	client := newClient()                         // one connection: the same child
+	_, body := get(t, client, p.url+"/pid")
+	before, _ := pidOf(t, body)
+
+	resp, err := client.Get(p.url + "/panic")
+	require.NoError(t, err)
+	body500, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+	require.Equal(t, "Internal Server Error\n", string(body500))
+	require.True(t, resp.Close, "the connection of a child that panicked must close")
+	require.Empty(t, resp.Header.Get("X-Pid"), "headers set before the panic are dropped")
+
+	// The child is gone, and a new one serves.
+	waitGone(t, before, 5*time.Second)
+	_, body = get(t, newClient(), p.url+"/pid")
+	after, count := pidOf(t, body)
+	require.NotEqual(t, before, after)
+	require.Equal(t, 1, count, "the new child starts with fresh state")
+}
+
+func TestPanicAfterTheResponseBeganCutsTheConnection(t *testing.T) {
+	p := startPool(t, poolConfig{})
+	resp, err := newClient().Get(p.url + "/panic-late")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	pid, err := strconv.Atoi(resp.Header.Get("X-Pid"))
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.Error(t, err, "a response cut short by a panic must not look complete")
+	require.Equal(t, "partial", string(body))
+	waitGone(t, pid, 5*time.Second)
+}
+
+func TestGracefulStopClosesIdleConnectionsAndFinishesRequests(t *testing.T) {
+	// An idle timeout far longer than the test: only the stop can close
+	// the idle connection.
+	p := startPool(t, poolConfig{Min: 2, Max: 2, IdleTimeout: time.Minute})
+
+	idle, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+	idleResp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	require.NoError(t, err)
+	io.Copy(io.Discard, idleResp.Body)
+	idleResp.Body.Close()
+	require.False(t, idleResp.Close)
+
+	type result struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	busy := make(chan result, 1)
+	go func() {
+		resp, err := newClient().Get(p.url + "/sleep?ms=700")
+		if err != nil {
+			busy <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		busy <- result{resp: resp, body: string(b), err: err}
+	}()
+	// The stop comes while the request sleeps.
+	time.Sleep(200 * time.Millisecond)
+	stopped := time.Now()
+	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
+
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := idle.Read(make([]byte, 1))
+	require.Equal(t, 0, n)
+	require.ErrorIs(t, err, io.EOF, "the idle connection must be closed by the stop")
+	require.Less(t, time.Since(stopped), 400*time.Millisecond, "the idle connection waited for the busy one")
+
+	r := <-busy
+	require.NoError(t, r.err)
+	require.Equal(t, http.StatusOK, r.resp.StatusCode)
+	require.Contains(t, r.body, "slept")
+	require.True(t, r.resp.Close, "a response during a stop says Connection: close")
+	select {
+	case err := <-p.wait:
+		require.NoError(t, err)
+		p.wait <- err // for the cleanup
+	case <-time.After(5 * time.Second):
+		t.Fatal("the master did not exit after its requests")
+	}
+}
+
+func TestIdleTimeoutFreesTheChild(t *testing.T) {
+	p := startPool(t, poolConfig{Min: 1, Max: 1, IdleTimeout: 300 * time.Millisecond})
+	conn, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = conn.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF)
+	require.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond)
+	// The only child serves the next client.
+	code, _ := get(t, newClient(), p.url+"/pid")
+	require.Equal(t, http.StatusOK, code)
+}
+
+func TestSlowClientsAreCutAtTheHeaderTimeout(t *testing.T) {
+	const children = 2
+	p := startPool(t, poolConfig{Min: children, Max: children, ReadHeaderTimeout: 300 * time.Millisecond})
+	// Slow clients take every child, each sending a header line now and
+	// then, never the end of the headers.
+	var slow []net.Conn
+	for range children {
+		c, err := net.Dial("tcp", p.addr)
+		require.NoError(t, err)
+		defer c.Close()
+		fmt.Fprintf(c, "GET /pid HTTP/1.1\r\nHost: x\r\n")
+		slow = append(slow, c)
+	}
+	stopDribbling := make(chan struct{})
+	defer close(stopDribbling)
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-tick.C:
+				for _, c := range slow {
+					fmt.Fprintf(c, "X-Slow-%d: 1\r\n", i)
+				}
+			case <-stopDribbling:
+				return
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond) // the slow clients are taken first
+	start := time.Now()
+	code, _ := get(t, newClient(), p.url+"/pid")
+	require.Equal(t, http.StatusOK, code)
+	took := time.Since(start)
+	require.Less(t, took, 3*time.Second, "a slow client held a child past the header timeout")
+	require.Greater(t, took, 200*time.Millisecond, "the slow clients did not hold the children")
+	for _, c := range slow {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil { // net/http may answer 408 before it closes
+			resp.Body.Close()
+			require.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
+		} else {
+			// Cut: the reset comes from the headers it sent and nobody read.
+			require.True(t, errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET), "%v", err)
+		}
+	}
+}
+
+func TestHijackedConnectionKeepsItsChild(t *testing.T) {
+	p := startPool(t, poolConfig{Min: 1, Max: 1})
+	conn, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET /hijack HTTP/1.1\r\nHost: x\r\n\r\n")
+	in := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(in, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	line, err := in.ReadString('\n')
+	require.NoError(t, err)
+	hijacker, err := strconv.Atoi(strings.TrimSpace(line))
+	require.NoError(t, err)
+
+	// The pool's only child is held: another client waits.
+	waiting := make(chan string, 1)
+	go func() {
+		resp, err := newClient().Get(p.url + "/pid")
+		if err != nil {
+			waiting <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		waiting <- string(b)
+	}()
+	for _, msg := range []string{"one\n", "two\n"} {
+		io.WriteString(conn, msg)
+		echoed, err := in.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, msg, echoed)
+	}
+	select {
+	case got := <-waiting:
+		t.Fatalf("a request was served while the only child held a hijacked connection: %s", got)
+	case <-time.After(300 * time.Millisecond):
+	}
+	conn.Close()
+	select {
+	case got := <-waiting:
+		pid, _ := pidOf(t, got)
+		require.Equal(t, hijacker, pid, "the child should serve again once the hijacked connection closed")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting request was not served after the hijacked connection closed")
+	}
+}
+
+func TestTLSServesHTTP1EvenToClientsThatOfferHTTP2(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	p := startPool(t, poolConfig{CertFile: certFile, KeyFile: keyFile})
+	client := &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "localhost"},
+			ForceAttemptHTTP2: true,
+		},
+	}
+	resp, err := client.Get("https://" + p.addr + "/pid")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "HTTP/1.1", resp.Proto)
+	require.NotNil(t, resp.TLS)
+	require.Equal(t, "http/1.1", resp.TLS.NegotiatedProtocol)
+
+	// A client that offers nothing but h2 gets no h2.
+	conn, err := tls.Dial("tcp", p.addr, &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+	if err == nil {
+		require.NotEqual(t, "h2", conn.ConnectionState().NegotiatedProtocol)
+		conn.Close()
+	}
+}
+
+// selfSigned writes a certificate for localhost and 127.0.0.1, and its key,
+// and returns their files and a pool that trusts the certificate.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
