@@ -42,6 +42,8 @@ type worker struct {
 
 	park atomic.Bool // the master sent Park, and no Unpark since
 
+	contention contention // the master's asks to let the client go (see Request.Contended)
+
 	// The child's phase changes only in setPhase, under mu; serve reads
 	// it without the lock.
 	mu        sync.Mutex
@@ -326,6 +328,11 @@ func (w *worker) serveQueue() {
 
 func (w *worker) serveOne(r *Request) error {
 	w.report(board.Busy)
+	if r.Conn != nil {
+		r.seq = uint64(w.served) + 1 // the board's count of requests begun
+		r.contention = &w.contention
+		w.contention.begin(r.seq)
+	}
 	err := w.handle(r)
 	w.served++
 	return err

@@ -141,6 +141,8 @@ func (w *worker) readRecords() {
 			w.waiter.Wake() // to wait again, with or without the listener
 		case rec.Kind == wire.Look:
 			w.waiter.Wake() // its next wait sees a connection that waits
+		case rec.Kind == wire.Contended:
+			w.contention.signal(rec.Served)
 		}
 	}
 }

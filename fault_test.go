@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prefork-go/prefork/internal/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -328,7 +329,7 @@ func TestChildMarkerSetByHand(t *testing.T) {
 			require.NoError(t, err)
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), envHelper+"=1", envConfig+"="+string(js),
-				"PREFORK_CHILD=2", "PREFORK_MASTER_PID="+strconv.Itoa(masterPID),
+				"PREFORK_CHILD="+strconv.Itoa(wire.Version), "PREFORK_MASTER_PID="+strconv.Itoa(masterPID),
 				`PREFORK_LISTENERS=[{"network":"tcp","addr":"127.0.0.1:1","fd":5}]`, "PREFORK_BOARD=0,1")
 			cmd.ExtraFiles = []*os.File{w, w, w} // fds 3, 4 and 5: the program's own pipe
 			out, err := cmd.CombinedOutput()

@@ -40,6 +40,9 @@ func (ms *master) observe() observation {
 			o.parked++
 		case c.phase == serving && state == board.Busy:
 			o.busy++
+			if ms.heldByClient(c, now) {
+				o.held++
+			}
 		case idle:
 			o.idle++
 		}
@@ -163,6 +166,12 @@ func (ms *master) readLoad(now time.Time, busy int) {
 			break
 		}
 	}
+}
+
+// heldByClient reports whether busy child c waits for its client, in a
+// request that began at least heldAfter ago.
+func (ms *master) heldByClient(c *child, now time.Time) bool {
+	return !c.busySince.IsZero() && now.Sub(c.busySince) >= heldAfter && ms.board.WaitsForClient(c.slot)
 }
 
 // track notes when the master first saw the child's current request.

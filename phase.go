@@ -49,6 +49,7 @@ type child struct {
 	seen       uint64    // the board's count of requests begun, for stuck children
 	moved      time.Time // when it last took a request, or nothing waited for it
 	stuck      bool      // logged as stuck
+	contended  uint64    // the request (board count) asked to let its client go
 	cmd        *exec.Cmd
 	status     *os.File // the master's end of the status socket
 }
@@ -108,7 +109,9 @@ func (c *child) signal(sig syscall.Signal) {
 // send writes a record to a child. A child that cannot be told (it just
 // died) is reaped all the same; one that has not started yet reads it when
 // it does.
-func (ms *master) send(c *child, kind wire.Kind) {
+func (ms *master) send(c *child, kind wire.Kind) { ms.sendRecord(c, wire.Record{Kind: kind}) }
+
+func (ms *master) sendRecord(c *child, rec wire.Record) {
 	var b [wire.RecordSize]byte
-	c.status.Write(wire.Encode(&b, wire.Record{Kind: kind}))
+	c.status.Write(wire.Encode(&b, rec))
 }

@@ -72,6 +72,10 @@ type observation struct {
 	// quick exchange with it), out of sampled; sampled is 0 when they
 	// were not looked at.
 	blocked, sampled int
+	// held is how many busy children wait for their client, into a
+	// request that began at least heldAfter ago: those that could let an
+	// idle client go (see Request.Contended).
+	held int
 	// begun counts the requests all children have begun, ever: it moves
 	// when the pool makes progress.
 	begun uint64
@@ -88,6 +92,10 @@ type decision struct {
 	unpark      int // parked children to return to the listener
 	park        int // serving children to park: idle ones first, then busy ones after their request
 	retire      int // spare children to retire: parked ones first
+	// contend is how many held children to ask to let their client go
+	// (see Request.Contended): connections wait that neither the pool's
+	// growth nor its parked children will take.
+	contend int
 	// retryIn, when starts were held back by the back-off after
 	// failures, is when to look again.
 	retryIn time.Duration
@@ -167,8 +175,17 @@ func (p *policy) decide(o observation) decision {
 		}
 	}
 	if waiting > 0 && (helps || starved) {
+		before := d.start
 		d.unpark = min(waiting, o.parked)
 		start(waiting-d.unpark, false)
+		waiting -= d.unpark + d.start - before
+	}
+	// What is left waits for a busy child. One held by a client that
+	// only keeps its connection open (HTTP keep-alive) serves nobody:
+	// ask it to let that client go, rather than let the queue wait for
+	// the client's next request or its idle timeout.
+	if o.queued > 0 && waiting > 0 {
+		d.contend = min(waiting, o.held)
 	}
 
 	// Spare children: MinSpareServers of them, ready or coming, beyond

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prefork-go/prefork/internal/board"
+	"github.com/prefork-go/prefork/internal/wire"
 )
 
 // Failures: a child that exits by itself (not by SIGKILL) before it is
@@ -52,7 +53,7 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 	d := ms.policy.decide(o)
 	if d != (decision{}) {
 		ms.log.Debug("prefork: resizing the pool",
-			"start", d.start, "start_parked", d.startParked, "unpark", d.unpark, "park", d.park, "retire", d.retire,
+			"start", d.start, "start_parked", d.startParked, "unpark", d.unpark, "park", d.park, "retire", d.retire, "contend", d.contend,
 			"queued", o.queued, "idle", o.idle, "busy", o.busy, "parked", o.parked, "idle_cores", float32(o.idleCores))
 	}
 	timer = ms.apply(d, timer)
@@ -68,6 +69,24 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 		ms.board.Arm(when)
 	}
 	return timer
+}
+
+// contend asks up to n children held by their clients to let them go (see
+// Request.Contended), each once per request.
+func (ms *master) contend(n int) {
+	now := time.Now()
+	for _, c := range ms.children {
+		if n <= 0 {
+			return
+		}
+		state, _, begun := ms.board.State(c.slot)
+		if c.phase != serving || state != board.Busy || c.contended == begun || !ms.heldByClient(c, now) {
+			continue
+		}
+		c.contended = begun
+		ms.sendRecord(c, wire.Record{Kind: wire.Contended, Served: uint32(begun)}) // the child compares 32 bits
+		n--
+	}
 }
 
 // watchIf makes the loop look at the pool every watchInterval while busy,
@@ -97,6 +116,7 @@ func (ms *master) apply(d decision, timer <-chan time.Time) <-chan time.Time {
 	n = ms.pick(d.park, parked, ms.idle)
 	ms.pick(d.park-n, parked, isServing) // busy ones park after their request
 	ms.startChildren(d.start, d.startParked)
+	ms.contend(d.contend)
 	if d.retryIn > 0 && timer == nil {
 		timer = time.After(d.retryIn)
 	}

@@ -125,6 +125,13 @@ type Server struct {
 	tls      *tls.Config
 	ctx      context.Context                    // the request's, for BaseContext
 	panicked atomic.Pointer[prefork.PanicError] // by the connection's handler
+
+	// The connection between two requests, and whether the master has
+	// asked the child to let its client go (see prefork.Request.Contended):
+	// written by net/http's goroutine in connState, and by ProcessRequest's.
+	mu    sync.Mutex
+	idle  net.Conn
+	letGo bool
 }
 
 // Initialize prepares the child's HTTP server and loads its certificate.
@@ -159,6 +166,7 @@ func (s *Server) Initialize(ctx context.Context) error {
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		BaseContext:  func(net.Listener) context.Context { return s.ctx },
+		ConnState:    s.connState,
 	}
 	srv.SetKeepAlivesEnabled(!s.DisableKeepAlives)
 	s.srv = srv
@@ -214,12 +222,41 @@ func (s *Server) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 		served = tls.Server(conn, s.tls)
 	}
 	s.ctx = ctx
-	l := &oneConn{conn: served, closed: conn.closed, stopping: r.Stopping(), srv: s.srv}
+	s.mu.Lock()
+	s.idle, s.letGo = nil, false
+	s.mu.Unlock()
+	l := &oneConn{s: s, conn: served, closed: conn.closed, stopping: r.Stopping(), contended: r.Contended()}
 	s.srv.Serve(l) // returns once the connection is closed: its error says nothing more
 	if p := s.panicked.Swap(nil); p != nil {
 		return p
 	}
 	return nil
+}
+
+// connState follows the connection: one that waits for its next request
+// after the master asked the child to let its client go is closed then.
+func (s *Server) connState(c net.Conn, state http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case state != http.StateIdle:
+		s.idle = nil
+	case s.letGo:
+		c.Close()
+	default:
+		s.idle = c
+	}
+}
+
+// letClientGo closes the connection if it waits for its next request, and
+// otherwise once it does.
+func (s *Server) letClientGo() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.letGo = true
+	if s.idle != nil {
+		s.idle.Close()
+	}
 }
 
 // trackedConn is the child's connection as net/http sees it: Close tells
@@ -249,11 +286,12 @@ func (c *trackedConn) CloseWrite() error {
 // oneConn is a net.Listener that yields one connection, then blocks until
 // that connection is closed and fails, which ends http.Server.Serve.
 type oneConn struct {
-	conn     net.Conn
-	closed   <-chan struct{}
-	stopping <-chan struct{}
-	srv      *http.Server
-	taken    bool
+	s         *Server
+	conn      net.Conn
+	closed    <-chan struct{}
+	stopping  <-chan struct{}
+	contended <-chan struct{}
+	taken     bool
 }
 
 // errConnDone ends Serve; ProcessRequest does not look at it.
@@ -264,15 +302,20 @@ func (l *oneConn) Accept() (net.Conn, error) {
 		l.taken = true
 		return l.conn, nil
 	}
-	select {
-	case <-l.closed:
-	case <-l.stopping:
-		// The child stops: close the connection if it is idle, and after
-		// the response in flight if not.
-		l.srv.SetKeepAlivesEnabled(false)
-		<-l.closed
+	for {
+		select {
+		case <-l.closed:
+			return nil, errConnDone
+		case <-l.stopping:
+			// The child stops: close the connection if it is idle, and
+			// after the response in flight if not.
+			l.s.srv.SetKeepAlivesEnabled(false)
+			l.stopping = nil
+		case <-l.contended:
+			l.s.letClientGo()
+			l.contended = nil
+		}
 	}
-	return nil, errConnDone
 }
 
 func (l *oneConn) Close() error   { return nil }

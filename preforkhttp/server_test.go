@@ -183,6 +183,26 @@ func TestIdleTimeoutFreesTheChild(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 }
 
+func TestIdleClientLetsGoWhenOthersWait(t *testing.T) {
+	// One child, and an idle timeout far longer than the test: only the
+	// master's ask can free the child for the second client.
+	p := startPool(t, poolConfig{Min: 1, Max: 1, IdleTimeout: time.Minute})
+	idle, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	code, _ := get(t, newClient(), p.url+"/pid") // gives up after 10 s
+	require.Equal(t, http.StatusOK, code)
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = idle.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the idle client should have been let go")
+}
+
 func TestSlowClientsAreCutAtTheHeaderTimeout(t *testing.T) {
 	const children = 2
 	p := startPool(t, poolConfig{Min: children, Max: children, ReadHeaderTimeout: 300 * time.Millisecond})

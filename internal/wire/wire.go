@@ -31,12 +31,13 @@
 // Each record is RecordSize bytes: the protocol version, a Kind, two zero
 // bytes and a big-endian uint32: the child's count of requests served (for
 // logs; the scoreboard's count is the one the master uses), or for Failed
-// the length of the text that follows.
+// the length of the text that follows, or for Contended the number of
+// requests the child had begun.
 // Children send Idle once, when they are ready; Busy when they take a
 // request while the master has armed the scoreboard's alarm (the
 // scoreboard, not records, says who is idle or busy); Retiring; and Failed,
 // followed by the error's text. The master sends Retire, Stop, Park,
-// Unpark and Look. End of file
+// Unpark, Look and Contended. End of file
 // on the socket means the peer is gone: for the master, that the child died;
 // for the child, that the master died.
 package wire
@@ -51,7 +52,7 @@ import (
 
 // Version is the protocol version. A child refuses to run for a master that
 // speaks another one, which can only happen if binaries are mixed.
-const Version = 2
+const Version = 3
 
 // Environment variables and descriptor numbers of the handover.
 const (
@@ -109,12 +110,17 @@ const (
 	// may have been woken for a connection that now waits for nobody:
 	// look at the listener again.
 	Look
-	maxKind = Look
+	// Contended is sent by the master to a busy child that waits for its
+	// client while connections wait that no child will take soon: let the
+	// client go if it only holds the connection. Served is the number of
+	// requests the child had begun, which names the request meant.
+	Contended
+	maxKind = Contended
 )
 
 // FromMaster reports whether only the master sends records of kind k.
 func (k Kind) FromMaster() bool {
-	return k == Retire || k == Stop || k == Park || k == Unpark || k == Look
+	return k == Retire || k == Stop || k == Park || k == Unpark || k == Look || k == Contended
 }
 
 // MaxText bounds the text of a Failed record.
@@ -140,6 +146,8 @@ func (k Kind) String() string {
 		return "unpark"
 	case Look:
 		return "look"
+	case Contended:
+		return "contended"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
