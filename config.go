@@ -3,6 +3,7 @@ package prefork
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"time"
 
@@ -39,6 +40,15 @@ type config struct {
 	logger                 *slog.Logger
 	newChild               func() Child
 	hooks                  ManagerHooks
+}
+
+// requestLimit is how many requests one child serves: MaxRequests, plus a
+// jitter of the child's own; 0 for no limit.
+func (c config) requestLimit() int {
+	if c.maxRequests > 0 && c.jitter > 0 {
+		return c.maxRequests + rand.IntN(c.jitter+1)
+	}
+	return c.maxRequests
 }
 
 func invalid(format string, args ...any) error {
