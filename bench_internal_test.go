@@ -106,10 +106,12 @@ func benchChildRequest(b *testing.B, held bool) {
 	defer poller.Close()
 
 	w := &worker{
+		dispatcher: dispatcher{
+			child: benchEcho{},
+			hooks: findRequestHooks(benchEcho{}),
+			log:   slog.New(slog.DiscardHandler),
+		},
 		cfg:      config{minSpare: 1, shutdownTimeout: killGrace},
-		log:      slog.New(slog.DiscardHandler),
-		child:    benchEcho{},
-		hooks:    findRequestHooks(benchEcho{}),
 		network:  "tcp",
 		fd:       fd,
 		status:   status,

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"sync"
@@ -21,24 +19,20 @@ import (
 // worker is the child side: it waits for requests on its listener, serves
 // them one at a time and reports to the master.
 type worker struct {
-	cfg      config
-	log      *slog.Logger
-	child    Child
-	hooks    requestHooks // the Child's optional hooks, found once
-	network  string
-	fd       int  // the listener
-	packet   bool // a datagram socket
-	drain    bool // the listener is the child's own: serve its queue before leaving
-	status   *os.File
-	board    *board.Board
-	slot     int
-	waiter   *sys.Waiter
-	poller   *sys.Poller
-	datagram []byte
+	dispatcher // the Child and its hooks; hardCtx is cancelled by hardStop
+	cfg        config
+	network    string
+	fd         int  // the listener
+	packet     bool // a datagram socket
+	drain      bool // the listener is the child's own: serve its queue before leaving
+	status     *os.File
+	board      *board.Board
+	slot       int
+	waiter     *sys.Waiter
+	poller     *sys.Poller
+	datagram   []byte
 
-	// hardCtx is cancelled when the child must stop now.
-	hardCtx  context.Context
-	hardStop context.CancelFunc
+	hardStop context.CancelFunc // cancels hardCtx: the child must stop now
 
 	park atomic.Bool // the master sent Park, and no Unpark since
 
@@ -96,30 +90,23 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	if len(h.listeners) != 1 {
 		return fmt.Errorf("prefork: child was handed %d listeners, want 1", len(h.listeners))
 	}
-	var user Child
-	if err := guard("NewChild", func() error { user = cfg.newChild(); return nil }); err != nil {
-		logPanic(cfg.logger, err)
+	// Run's ctx ends in a graceful stop (see run), not in cancelled requests.
+	hardCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardStop()
+	d, err := newDispatcher(cfg, cfg.logger.With("pid", os.Getpid()), hardCtx)
+	if err != nil {
 		return err
 	}
-	if user == nil {
-		return invalid("Manager.NewChild returned nil")
-	}
 	w := &worker{
-		cfg:      cfg,
-		log:      cfg.logger.With("pid", os.Getpid()),
-		child:    user,
-		hooks:    findRequestHooks(user),
-		status:   status,
-		board:    h.board,
-		slot:     h.slot,
-		stopping: make(chan struct{}),
+		dispatcher:  d,
+		cfg:         cfg,
+		hardStop:    hardStop,
+		status:      status,
+		board:       h.board,
+		slot:        h.slot,
+		stopping:    make(chan struct{}),
+		maxRequests: cfg.requestLimit(),
 	}
-	if w.maxRequests = cfg.maxRequests; w.maxRequests > 0 && cfg.jitter > 0 {
-		w.maxRequests += rand.IntN(cfg.jitter + 1)
-	}
-	// Run's ctx ends in a graceful stop (see run), not in cancelled requests.
-	w.hardCtx, w.hardStop = context.WithCancel(context.WithoutCancel(ctx))
-	defer w.hardStop()
 	err = w.run(ctx, h.masterPID, h.listeners[0])
 	w.shutdown(err)
 	var held uint64
@@ -175,12 +162,8 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 		w.setPhase(childFinished, nil)
 	}()
 
-	if init, ok := w.child.(Initializer); ok {
-		if err := guard("Initialize", func() error { return init.Initialize(w.hardCtx) }); err != nil {
-			err = fmt.Errorf("prefork: Initialize: %w", err)
-			w.log.Error("prefork: child cannot initialize", "err", err)
-			return err
-		}
+	if err := w.initialize(); err != nil {
+		return err
 	}
 	err = w.serve()
 	w.report(board.Leaving)

@@ -31,11 +31,11 @@ func TestRetireDoesNotHurryTheRequestButStopDoes(t *testing.T) {
 	defer waiter.Close()
 
 	w := &worker{
-		cfg:      config{shutdownTimeout: time.Minute},
-		log:      slog.New(slog.DiscardHandler),
-		status:   childEnd,
-		waiter:   waiter,
-		stopping: make(chan struct{}),
+		dispatcher: dispatcher{log: slog.New(slog.DiscardHandler)},
+		cfg:        config{shutdownTimeout: time.Minute},
+		status:     childEnd,
+		waiter:     waiter,
+		stopping:   make(chan struct{}),
 	}
 	w.hardCtx, w.hardStop = context.WithCancel(context.Background())
 	defer w.hardStop()
@@ -77,7 +77,7 @@ func TestChildPhaseOnlyMovesForward(t *testing.T) {
 	waiter, err := sys.NewWaiter(-1)
 	require.NoError(t, err)
 	defer waiter.Close()
-	w := &worker{cfg: config{shutdownTimeout: time.Minute}, log: slog.New(slog.DiscardHandler), waiter: waiter, stopping: make(chan struct{})}
+	w := &worker{dispatcher: dispatcher{log: slog.New(slog.DiscardHandler)}, cfg: config{shutdownTimeout: time.Minute}, waiter: waiter, stopping: make(chan struct{})}
 	w.hardCtx, w.hardStop = context.WithCancel(context.Background())
 	defer w.hardStop()
 

@@ -3,6 +3,7 @@ package prefork
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"time"
 
@@ -41,6 +42,15 @@ type config struct {
 	hooks                  ManagerHooks
 }
 
+// requestLimit is how many requests one child serves: MaxRequests, plus a
+// jitter of the child's own; 0 for no limit.
+func (c config) requestLimit() int {
+	if c.maxRequests > 0 && c.jitter > 0 {
+		return c.maxRequests + rand.IntN(c.jitter+1)
+	}
+	return c.maxRequests
+}
+
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 }
@@ -55,7 +65,9 @@ func orDefault(v, def int) int {
 	return def
 }
 
-func (m *Manager) config() (config, error) {
+// config checks m's settings and applies the defaults. Without listen,
+// Network and Addr are not checked: RunInProcess is given its socket.
+func (m *Manager) config(listen bool) (config, error) {
 	c := config{
 		network:         m.Network,
 		addr:            m.Addr,
@@ -93,25 +105,10 @@ func (m *Manager) config() (config, error) {
 	if c.network == "" {
 		c.network = "tcp"
 	}
-	switch c.network {
-	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
-		if c.addr == "" {
-			return c, invalid("Manager.Addr is empty; set it to host:port, such as \"127.0.0.1:9000\" (port 0 picks a free port)")
+	if listen {
+		if err := c.checkAddr(); err != nil {
+			return c, err
 		}
-		if _, port, err := net.SplitHostPort(c.addr); err != nil {
-			return c, invalid("Manager.Addr %q: %v; use host:port, such as \"127.0.0.1:9000\"", c.addr, err)
-		} else if _, err := net.LookupPort(c.network, port); err != nil {
-			return c, invalid("Manager.Addr %q: bad port: %v", c.addr, err)
-		}
-	case "unix", "unixgram":
-		if c.addr == "" {
-			return c, invalid("Manager.Addr is empty; set it to the path of the socket file")
-		}
-		if c.reusePort {
-			return c, invalid("Manager.ReusePort works with TCP and UDP only, not with Network %q", c.network)
-		}
-	default:
-		return c, invalid("Manager.Network %q is not supported; use \"tcp\", \"tcp4\", \"tcp6\", \"udp\", \"udp4\", \"udp6\", \"unix\" or \"unixgram\"", c.network)
 	}
 
 	c.maxServers = orDefault(m.MaxServers, max(DefaultMaxServers, m.MinServers))
@@ -152,4 +149,29 @@ func (m *Manager) config() (config, error) {
 		c.logger = slog.Default()
 	}
 	return c, nil
+}
+
+// checkAddr checks Network and Addr, for a Manager that binds its socket.
+func (c *config) checkAddr() error {
+	switch c.network {
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+		if c.addr == "" {
+			return invalid("Manager.Addr is empty; set it to host:port, such as \"127.0.0.1:9000\" (port 0 picks a free port)")
+		}
+		if _, port, err := net.SplitHostPort(c.addr); err != nil {
+			return invalid("Manager.Addr %q: %v; use host:port, such as \"127.0.0.1:9000\"", c.addr, err)
+		} else if _, err := net.LookupPort(c.network, port); err != nil {
+			return invalid("Manager.Addr %q: bad port: %v", c.addr, err)
+		}
+	case "unix", "unixgram":
+		if c.addr == "" {
+			return invalid("Manager.Addr is empty; set it to the path of the socket file")
+		}
+		if c.reusePort {
+			return invalid("Manager.ReusePort works with TCP and UDP only, not with Network %q", c.network)
+		}
+	default:
+		return invalid("Manager.Network %q is not supported; use \"tcp\", \"tcp4\", \"tcp6\", \"udp\", \"udp4\", \"udp6\", \"unix\" or \"unixgram\"", c.network)
+	}
+	return nil
 }

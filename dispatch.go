@@ -9,7 +9,33 @@ import (
 	"time"
 )
 
-// How a child runs one request through the Child's hooks.
+// How a child runs the Child's hooks: Initialize, each request, Shutdown.
+
+// dispatcher calls a Child's hooks, for one child. A child process's worker
+// and Manager.RunInProcess both serve through it, so that a Child run in
+// the test's own process sees the very calls it sees in a child.
+type dispatcher struct {
+	child          Child
+	hooks          requestHooks // the Child's optional hooks, found once
+	log            *slog.Logger
+	requestTimeout time.Duration
+	// hardCtx is cancelled when the child must stop now.
+	hardCtx context.Context
+}
+
+// newDispatcher calls NewChild, once per child. A panic in it is logged and
+// returned as a *PanicError.
+func newDispatcher(cfg config, log *slog.Logger, hardCtx context.Context) (dispatcher, error) {
+	var user Child
+	if err := guard("NewChild", func() error { user = cfg.newChild(); return nil }); err != nil {
+		logPanic(cfg.logger, err)
+		return dispatcher{}, err
+	}
+	if user == nil {
+		return dispatcher{}, invalid("Manager.NewChild returned nil")
+	}
+	return dispatcher{child: user, hooks: findRequestHooks(user), log: log, requestTimeout: cfg.requestTimeout, hardCtx: hardCtx}, nil
+}
 
 // requestHooks are a Child's optional per-request hooks, nil where it has
 // none.
@@ -29,13 +55,27 @@ func findRequestHooks(c Child) requestHooks {
 	return h
 }
 
+// initialize calls the Child's Initialize, if it has one.
+func (d *dispatcher) initialize() error {
+	init, ok := d.child.(Initializer)
+	if !ok {
+		return nil
+	}
+	if err := guard("Initialize", func() error { return init.Initialize(d.hardCtx) }); err != nil {
+		err = fmt.Errorf("prefork: Initialize: %w", err)
+		d.log.Error("prefork: child cannot initialize", "err", err)
+		return err
+	}
+	return nil
+}
+
 // handle runs one request through the Child's hooks. It returns a
 // *PanicError if a hook panicked, which ends the child.
-func (w *worker) handle(r *Request) error {
-	ctx := w.hardCtx
-	if w.cfg.requestTimeout > 0 {
+func (d *dispatcher) handle(r *Request) error {
+	ctx := d.hardCtx
+	if d.requestTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, w.cfg.requestTimeout)
+		ctx, cancel = context.WithTimeout(ctx, d.requestTimeout)
 		defer cancel()
 	}
 	if r.Conn != nil {
@@ -46,11 +86,11 @@ func (w *worker) handle(r *Request) error {
 		// exit by itself) before it is killed.
 		defer context.AfterFunc(ctx, func() { r.Conn.SetDeadline(time.Now().Add(killGrace / 2)) })()
 	}
-	err := w.process(ctx, r)
+	err := d.process(ctx, r)
 	if r.Conn != nil {
 		r.Conn.Close()
 	}
-	if pp := w.hooks.postProcess; pp != nil {
+	if pp := d.hooks.postProcess; pp != nil {
 		if perr := guard("PostProcessRequest", func() error { pp.PostProcessRequest(ctx, r, err); return nil }); perr != nil {
 			err = perr
 		}
@@ -60,7 +100,7 @@ func (w *worker) handle(r *Request) error {
 	}
 	var panicked *PanicError
 	if errors.As(err, &panicked) {
-		logPanic(w.log, panicked)
+		logPanic(d.log, panicked)
 		return panicked
 	}
 	return nil
@@ -68,20 +108,20 @@ func (w *worker) handle(r *Request) error {
 
 // process runs the hooks between accept and close, and returns why the
 // request ended.
-func (w *worker) process(ctx context.Context, r *Request) error {
-	if pa := w.hooks.postAccept; pa != nil {
+func (d *dispatcher) process(ctx context.Context, r *Request) error {
+	if pa := d.hooks.postAccept; pa != nil {
 		if err := guard("PostAccept", func() error { return pa.PostAccept(ctx, r) }); err != nil {
-			w.log.Warn("prefork: PostAccept", "remote", addrString(r.RemoteAddr), "err", err)
+			d.log.Warn("prefork: PostAccept", "remote", addrString(r.RemoteAddr), "err", err)
 			return fmt.Errorf("prefork: PostAccept: %w", err)
 		}
 	}
-	if ad := w.hooks.allowDeny; ad != nil {
+	if ad := d.hooks.allowDeny; ad != nil {
 		allow := true
 		if err := guard("AllowDeny", func() error { allow = ad.AllowDeny(ctx, r); return nil }); err != nil {
 			return err
 		}
 		if !allow {
-			if rd := w.hooks.denied; rd != nil {
+			if rd := d.hooks.denied; rd != nil {
 				if err := guard("RequestDenied", func() error { rd.RequestDenied(ctx, r); return nil }); err != nil {
 					return err
 				}
@@ -89,17 +129,19 @@ func (w *worker) process(ctx context.Context, r *Request) error {
 			return ErrRequestDenied
 		}
 	}
-	err := guard("ProcessRequest", func() error { return w.child.ProcessRequest(ctx, r) })
+	err := guard("ProcessRequest", func() error { return d.child.ProcessRequest(ctx, r) })
 	if err != nil {
-		w.log.Warn("prefork: request failed", "remote", addrString(r.RemoteAddr), "err", err)
+		d.log.Warn("prefork: request failed", "remote", addrString(r.RemoteAddr), "err", err)
 	}
 	return err
 }
 
-func (w *worker) shutdown(err error) {
-	if s, ok := w.child.(Shutdowner); ok {
-		if perr := guard("Shutdown", func() error { s.Shutdown(w.hardCtx, err); return nil }); perr != nil {
-			logPanic(w.log, perr)
+// shutdown calls the Child's Shutdown, if it has one, with why the child
+// stops.
+func (d *dispatcher) shutdown(err error) {
+	if s, ok := d.child.(Shutdowner); ok {
+		if perr := guard("Shutdown", func() error { s.Shutdown(d.hardCtx, err); return nil }); perr != nil {
+			logPanic(d.log, perr)
 		}
 	}
 }

@@ -70,6 +70,7 @@ type helperConfig struct {
 	HangShutdown                              bool // the child's Shutdown hook never returns
 	NotifyBeforeRun                           bool // the program calls signal.Notify (SIGUSR1) before Run
 	OwnSignals                                bool // NoSignals, and the program takes SIGTERM itself: Shutdown in the master, nothing in a child
+	InProcessFirst                            bool // the master runs the Child in process for one request before Run (an InProcess event)
 }
 
 func helperMain() int {
@@ -102,6 +103,14 @@ func helperMain() int {
 				m.Shutdown(context.Background()) // nothing in a child
 			}
 		}()
+	}
+	if cfg.InProcessFirst && !prefork.IsChild() {
+		pid, err := inProcessFirst(m)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper: RunInProcess:", err)
+			return 1
+		}
+		recorder{path: cfg.Events, role: "master"}.add("InProcess", pid)
 	}
 	fds, goroutines := countFDs(), runtime.NumGoroutine()
 	err := m.Run(ctx)

@@ -145,7 +145,7 @@ type Manager struct {
 // after a normal end, the error of Child.Initialize if it failed,
 // ErrMasterGone if the master died. The program should then exit.
 func (m *Manager) Run(ctx context.Context) error {
-	cfg, err := m.config()
+	cfg, err := m.config(true)
 	if err != nil {
 		return err
 	}

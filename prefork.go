@@ -26,6 +26,11 @@
 //		}
 //	}
 //
+// Manager.RunInProcess runs one child in the calling process instead, on a
+// listener of the caller's, with no master and no fork: to test a Child
+// with go test (package preforktest builds test servers on it), or to step
+// through it in a debugger.
+//
 // # The pool
 //
 // Each child marks itself idle or busy on a scoreboard in memory shared with

@@ -2,6 +2,7 @@ package prefork
 
 import (
 	"errors"
+	"net"
 	"time"
 
 	"github.com/prefork-go/prefork/internal/sys"
@@ -18,6 +19,15 @@ const maxDatagram = 64 << 10
 // replyTimeout bounds how long Reply waits for room in a full send buffer.
 const replyTimeout = 5 * time.Second
 
+// errNoSender is Reply's error for a datagram from an unbound Unix socket.
+var errNoSender = errors.New("prefork: the sender has no address to reply to")
+
+// dropLong logs a datagram that was dropped for being longer than
+// maxDatagram.
+func (d *dispatcher) dropLong(sender net.Addr) {
+	d.log.Warn("prefork: datagram longer than the buffer; dropped", "remote", addrString(sender), "buffer", maxDatagram)
+}
+
 // nextDatagram takes one datagram from the listener, or returns nil if
 // there is none (another child took it, or it was too long and dropped).
 func (w *worker) nextDatagram() (*Request, error) {
@@ -28,12 +38,12 @@ func (w *worker) nextDatagram() (*Request, error) {
 	w.shortSince = time.Time{}
 	sender := sys.Addr(w.network, from)
 	if truncated {
-		w.log.Warn("prefork: datagram longer than the buffer; dropped", "remote", addrString(sender), "buffer", len(w.datagram))
+		w.dropLong(sender)
 		return nil, nil
 	}
 	reply := func(b []byte) error {
 		if sender == nil {
-			return errors.New("prefork: the sender has no address to reply to")
+			return errNoSender
 		}
 		return sys.WriteTo(w.fd, b, from, replyTimeout)
 	}

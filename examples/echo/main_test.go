@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prefork-go/prefork"
+	"github.com/prefork-go/prefork/preforktest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -111,4 +113,30 @@ func TestEchoUDPReusePort(t *testing.T) {
 		assert.Equal(t, msg, string(buf[:n]))
 	}
 	stop()
+}
+
+// The echo Child itself, in the test's process: no pool, no fork.
+func TestEchoChildTCP(t *testing.T) {
+	t.Parallel()
+	s := preforktest.NewServer(t, &prefork.Manager{NewChild: func() prefork.Child { return echo{} }})
+	conn := s.Dial(t)
+	in := bufio.NewReader(conn)
+	for _, line := range []string{"hello", "second line"} {
+		fmt.Fprintln(conn, line)
+		got, err := in.ReadString('\n')
+		require.NoError(t, err)
+		assert.Equal(t, line+"\n", got)
+	}
+	conn.Close() // the end of the request: echo serves a connection until the client closes it
+	require.NoError(t, s.Close())
+}
+
+func TestEchoChildUDP(t *testing.T) {
+	t.Parallel()
+	s := preforktest.NewServer(t, &prefork.Manager{Network: "udp", NewChild: func() prefork.Child { return echo{} }})
+	for i := range 3 {
+		msg := fmt.Sprintf("datagram %d", i)
+		assert.Equal(t, msg, string(s.Exchange(t, []byte(msg))))
+	}
+	require.NoError(t, s.Close())
 }
