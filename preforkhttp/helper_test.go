@@ -38,6 +38,13 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envHelper) != "" {
 		os.Exit(helperMain())
 	}
+	// Under -race the helpers are instrumented too, and such a program
+	// sleeps a second as it exits, for late races to be reported: the
+	// tests wait for hundreds of exits. A tenth of a second still catches
+	// what races at exit.
+	if gorace := os.Getenv("GORACE"); !strings.Contains(gorace, "atexit_sleep_ms") {
+		os.Setenv("GORACE", strings.TrimSpace(gorace+" atexit_sleep_ms=100"))
+	}
 	os.Exit(m.Run())
 }
 
