@@ -123,7 +123,15 @@ func testHandler() http.Handler {
 		}
 	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(w, r.Body)
+		// The whole body before the answer: net/http may close a body
+		// whose response has begun (see http.ResponseController's
+		// EnableFullDuplex).
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Write(body)
 	})
 	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Pid", strconv.Itoa(os.Getpid()))
