@@ -13,7 +13,8 @@ import "sync"
 //
 // The channel is never closed where the master cannot read the queue (Unix
 // stream sockets, reuse-port mode, systems other than Linux), for
-// datagrams, and for a Request that a child did not make (nil then).
+// datagrams; it is nil under RunInProcess, which has no master, and for a
+// Request made by hand.
 func (r *Request) Contended() <-chan struct{} {
 	if r.contention == nil {
 		return nil
