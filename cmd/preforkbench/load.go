@@ -35,10 +35,11 @@ var errWrongEcho = errors.New("the echo differs from the request")
 
 // loadResult is one row's client-side figures.
 type loadResult struct {
-	latencies []time.Duration // of the successful requests, sorted
-	errors    int
-	firstErr  error // one of the errors, to tell what went wrong
-	elapsed   time.Duration
+	requests int           // successful ones
+	p50, p99 time.Duration // latencies of the successful requests
+	errors   int
+	firstErr error // one of the errors, to tell what went wrong
+	elapsed  time.Duration
 }
 
 // limits is what every client of a row checks before each request.
@@ -103,20 +104,27 @@ func runLoad(ctx context.Context, mode, addr string, conc int, dur time.Duration
 				tcpKeepaliveClient(l, addr, &clients[i])
 			case "udp":
 				udpClient(l, addr, &clients[i])
+			case "http-conn":
+				httpConnClient(l, addr, &clients[i])
+			case "http-keepalive", "http-io":
+				httpKeepaliveClient(l, addr, &clients[i])
 			}
 		}()
 	}
 	wg.Wait()
 
 	res := loadResult{elapsed: time.Since(start)}
+	var latencies []time.Duration
 	for _, c := range clients {
-		res.latencies = append(res.latencies, c.latencies...)
+		latencies = append(latencies, c.latencies...)
 		res.errors += c.errors
 		if res.firstErr == nil {
 			res.firstErr = c.firstErr
 		}
 	}
-	slices.Sort(res.latencies)
+	slices.Sort(latencies)
+	res.requests = len(latencies)
+	res.p50, res.p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
 	return res
 }
 

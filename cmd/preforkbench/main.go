@@ -9,6 +9,7 @@
 //	go run ./cmd/preforkbench
 //	go run ./cmd/preforkbench -duration 1s -modes tcp-conn,udp -concurrency 1,8 -runs 3
 //	go run ./cmd/preforkbench -modes tcp-conn,io -concurrency 8,32 -duration 2s
+//	go run ./cmd/preforkbench -modes http-conn,http-keepalive,http-io -runs 3 -extras=false -sweep=false
 //
 // It builds ./examples/echo (static, CGO_ENABLED=0, unless -cgo) into a
 // temporary directory and starts it as the prefork server (its own process
@@ -24,6 +25,12 @@
 //	udp            one datagram, wait for it to come back (1s timeout: an error)
 //	io             as tcp-keepalive, against a server whose handler waits on
 //	               a database for each line
+//	http-conn      HTTP/1.1: connect, GET with "Connection: close", read the
+//	               response, close
+//	http-keepalive HTTP/1.1: one connection per client, kept alive for the
+//	               whole row
+//	http-io        as http-keepalive, against a handler that waits on a
+//	               database for each request
 //
 // The io mode is the common real case of a handler that waits for a
 // database. Its backend is a database stand-in: this binary again, with
@@ -42,13 +49,34 @@
 // default set): more clients than the pool's MinServers, each holding a
 // child for about a second.
 //
-// Each row (mode × concurrency × server) lasts -duration or -max-requests
-// requests, whichever comes first, and reports, for the server:
+// The HTTP modes compare a prefork pool of preforkhttp.Servers with a plain
+// net/http http.Server that serves the same handler: both are
+// internal/httpserver (built like the echo), the pool by default and the
+// plain server with -plain, which is the ceiling of these modes. Their
+// handler writes a 13-byte body; http-io's first asks the io mode's backend,
+// holding its backend connections as the io mode's servers do (one per
+// child process; under net/http, one per client connection). http-conn and
+// http-keepalive use the pool flags of the other modes, http-io the io
+// mode's, and -io-timer-slack. Each HTTP row runs twice, once per load
+// generator (the "client" column): this program's own client, which writes
+// the request on a net.Conn and reads the response with http.ReadResponse,
+// and wrk (-wrk; wrk -t1 or -t2 -cN -dS --latency, with -duration rounded
+// up to whole seconds, its requests bounded by time only), a separate
+// process whose CPU time counts for neither server. If wrk is not found,
+// its rows are skipped and the report says so.
+//
+// Each row (mode × concurrency × client × server) lasts -duration or
+// -max-requests requests, whichever comes first (wrk: -duration only), and
+// reports, for the server:
 //
 //   - requests/s, and the p50 and p99 latency of one request (tcp-conn: from
 //     the connect to the echo; tcp-keepalive, io and udp: one line or
-//     datagram);
-//   - errors (failed connects, reads, writes, timeouts, wrong echoes);
+//     datagram; http-conn: from the connect to the end of the response;
+//     http-keepalive and http-io: one request and its response; wrk: its
+//     own percentiles);
+//   - errors (failed connects, reads, writes, timeouts, wrong echoes, HTTP
+//     statuses other than 200; wrk: its socket errors and non-2xx/3xx
+//     responses);
 //   - CPU time per request of the server's whole process tree: utime+stime of
 //     the master and of each live child from /proc/PID/stat, plus the
 //     master's cutime+cstime, which holds the children it reaped, taken
@@ -58,7 +86,10 @@
 //   - for a prefork server, the size of the pool: the master's live children
 //     at the start of the row, the most of them during it (this process
 //     counts them every 50 ms by reading /proc), and at the end;
-//   - the ratios prefork / ceiling of requests/s and of CPU per request.
+//   - the ratios prefork / ceiling of requests/s and of CPU per request;
+//     for two of them, the HTTP modes have targets, which the report
+//     checks: at least 0.8 for http-keepalive at 8 clients and 0.9 for
+//     http-io at 32 clients with a pool of 5 to 40.
 //
 // Rows run one after the other against the same servers: a pool that one
 // row grew shrinks during the next ones (the master retires surplus idle
@@ -125,7 +156,7 @@ const (
 	ceilingBackendEnv = "PREFORKBENCH_CEILING_BACKEND"
 )
 
-var allModes = []string{"tcp-conn", "tcp-keepalive", "udp", "io"}
+var allModes = []string{"tcp-conn", "tcp-keepalive", "udp", "io", "http-conn", "http-keepalive", "http-io"}
 
 // config holds the flags.
 type config struct {
@@ -144,6 +175,7 @@ type config struct {
 	ReusePort         bool          `json:"reuse_port"`
 	Cgo               bool          `json:"cgo"`
 	Extras            bool          `json:"extras"`
+	Wrk               string        `json:"wrk"` // the program; empty: no wrk rows
 	JSON              string        `json:"-"`
 	CPUs              int           `json:"cpus"`
 }
@@ -203,6 +235,7 @@ func parseFlags() (config, error) {
 	flag.BoolVar(&cfg.ReusePort, "reuse-port", false, "run every prefork server with -reuse-port")
 	flag.BoolVar(&cfg.Cgo, "cgo", false, "build examples/echo with cgo (default: CGO_ENABLED=0, a static binary)")
 	flag.BoolVar(&cfg.Extras, "extras", true, "also measure start-up, child replacement, cold start of a plain Go program, burst and idle footprint")
+	flag.StringVar(&cfg.Wrk, "wrk", "wrk", "HTTP modes: the wrk program, found on PATH if it has no slash (empty: no wrk rows)")
 	flag.StringVar(&cfg.JSON, "json", "bench.json", "write the figures as JSON to this file (empty: do not)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -234,6 +267,23 @@ func parseFlags() (config, error) {
 	return cfg, nil
 }
 
+// uses tells whether the run measures any of modes.
+func (cfg config) uses(modes ...string) bool {
+	return slices.ContainsFunc(cfg.Modes, func(m string) bool { return slices.Contains(modes, m) })
+}
+
+// isHTTP tells whether mode is one of the HTTP modes.
+func isHTTP(mode string) bool { return strings.HasPrefix(mode, "http-") }
+
+// clients are the load generators of mode's rows: this program's own
+// client, and for the HTTP modes wrk, if the run has it.
+func (cfg config) clients(mode string) []string {
+	if isHTTP(mode) && cfg.Wrk != "" {
+		return []string{clientOwn, clientWrk}
+	}
+	return []string{clientOwn}
+}
+
 // sweeps tells whether the run measures fixed pools.
 func (cfg config) sweeps() bool {
 	return cfg.Sweep && slices.Contains(cfg.Modes, "tcp-conn")
@@ -242,9 +292,10 @@ func (cfg config) sweeps() bool {
 // binaries are the programs that run builds for the measurements; a path is
 // empty when no measurement of this run needs that program.
 type binaries struct {
-	echo     string // examples/echo: the prefork server of most modes
-	ioServer string // the prefork server of the io mode
-	hello    string // the program whose cold start is the reference
+	echo       string // examples/echo: the prefork server of most modes
+	ioServer   string // the prefork server of the io mode
+	httpServer string // both servers of the HTTP modes
+	hello      string // the program whose cold start is the reference
 }
 
 // run builds the programs, measures cfg.Runs times, and reports.
@@ -266,6 +317,21 @@ func run(ctx context.Context, cfg config) error {
 		if err := build(ctx, cfg.Repo, "./cmd/preforkbench/internal/ioserver", bins.ioServer, cfg.Cgo); err != nil {
 			return err
 		}
+	}
+	if slices.ContainsFunc(cfg.Modes, isHTTP) {
+		bins.httpServer = filepath.Join(tmp, "httpserver")
+		if err := build(ctx, cfg.Repo, "./cmd/preforkbench/internal/httpserver", bins.httpServer, cfg.Cgo); err != nil {
+			return err
+		}
+		if cfg.Wrk != "" {
+			path, err := exec.LookPath(cfg.Wrk)
+			if err != nil {
+				progress("no wrk (%v): the wrk rows are skipped (on Debian: apt-get install wrk)", err)
+			}
+			cfg.Wrk = path
+		}
+	} else {
+		cfg.Wrk = ""
 	}
 	if cfg.Extras {
 		// The reference is always static: it stands for the least a Go
@@ -325,11 +391,11 @@ func build(ctx context.Context, repo, pkg, out string, cgo bool) error {
 func runOnce(ctx context.Context, cfg config, bins binaries, dir string) (runResult, error) {
 	var res runResult
 
-	// The io mode's backend starts first and stops last, so that it
-	// outlives every server that talks to it.
+	// The backend of the io and http-io modes starts first and stops
+	// last, so that it outlives every server that talks to it.
 	var backend *server
 	backendAddr := ""
-	if bins.ioServer != "" {
+	if cfg.uses("io", "http-io") {
 		var err error
 		if backend, err = startBackend(ctx, dir); err != nil {
 			return res, err
@@ -338,21 +404,34 @@ func runOnce(ctx context.Context, cfg config, bins binaries, dir string) (runRes
 		backendAddr = backend.addr
 	}
 
-	ceiling, err := startCeiling(ctx, dir, backendAddr)
-	if err != nil {
-		return res, err
+	// The ceiling of the echo modes serves the io protocol only if the
+	// run has the io mode.
+	var ceiling *server
+	if cfg.uses("tcp-conn", "tcp-keepalive", "udp", "io") {
+		ceilingBackend := ""
+		if cfg.uses("io") {
+			ceilingBackend = backendAddr
+		}
+		var err error
+		if ceiling, err = startCeiling(ctx, dir, ceilingBackend); err != nil {
+			return res, err
+		}
+		defer ceiling.stop()
 	}
-	defer ceiling.stop()
 
 	// The TCP server also gives the start-up and replacement figures, so it
-	// runs even when only udp or io rows are asked for.
-	tcpServer, err := startPrefork(ctx, cfg, bins.echo, dir, "prefork-tcp", "tcp", cfg.Pool)
-	if err != nil {
-		return res, err
+	// runs for the extras even when no TCP echo rows are asked for.
+	var tcpServer *server
+	if cfg.Extras || cfg.uses("tcp-conn", "tcp-keepalive") {
+		var err error
+		if tcpServer, err = startPrefork(ctx, cfg, bins.echo, dir, "prefork-tcp", "tcp", cfg.Pool); err != nil {
+			return res, err
+		}
+		defer tcpServer.stop()
 	}
-	defer tcpServer.stop()
 	if cfg.Extras {
 		res.Extras = &extras{}
+		var err error
 		if res.Extras.StartupMs, err = startupTime(ctx, tcpServer); err != nil {
 			return res, err
 		}
@@ -366,48 +445,79 @@ func runOnce(ctx context.Context, cfg config, bins binaries, dir string) (runRes
 	}
 
 	// examples/echo serves one network: UDP needs a server of its own, and
-	// the io mode another program.
-	var udpServer, ioServer *server
-	if slices.Contains(cfg.Modes, "udp") {
+	// the io mode another program. The HTTP modes have two of their own
+	// for each handler: the pool, and net/http alone.
+	var udpServer, ioServer, httpServer, httpIOServer, plainHTTP, plainHTTPIO *server
+	var err error
+	if cfg.uses("udp") {
 		if udpServer, err = startPrefork(ctx, cfg, bins.echo, dir, "prefork-udp", "udp", cfg.Pool); err != nil {
 			return res, err
 		}
 		defer udpServer.stop()
 	}
-	if bins.ioServer != "" {
+	if cfg.uses("io") {
 		if ioServer, err = startIOPrefork(ctx, cfg, bins.ioServer, dir, backendAddr); err != nil {
 			return res, err
 		}
 		defer ioServer.stop()
 	}
+	if cfg.uses("http-conn", "http-keepalive") {
+		if httpServer, err = startHTTPPrefork(ctx, cfg, bins.httpServer, dir, "prefork-http", cfg.Pool, "short", ""); err != nil {
+			return res, err
+		}
+		defer httpServer.stop()
+		if plainHTTP, err = startPlainHTTP(ctx, bins.httpServer, dir, "nethttp", "short", ""); err != nil {
+			return res, err
+		}
+		defer plainHTTP.stop()
+	}
+	if cfg.uses("http-io") {
+		if httpIOServer, err = startHTTPPrefork(ctx, cfg, bins.httpServer, dir, "prefork-http-io", cfg.IOPool, "io", backendAddr); err != nil {
+			return res, err
+		}
+		defer httpIOServer.stop()
+		if plainHTTPIO, err = startPlainHTTP(ctx, bins.httpServer, dir, "nethttp-io", "io", backendAddr); err != nil {
+			return res, err
+		}
+		defer plainHTTPIO.stop()
+	}
 
 	for _, mode := range cfg.Modes {
-		prefork, ceilingAddr := tcpServer, ceiling.addr
+		var prefork, ceil *server
+		var ceilingAddr string
 		switch mode {
+		case "tcp-conn", "tcp-keepalive":
+			prefork, ceil, ceilingAddr = tcpServer, ceiling, ceiling.addr
 		case "udp":
-			prefork, ceilingAddr = udpServer, ceiling.udpAddr
+			prefork, ceil, ceilingAddr = udpServer, ceiling, ceiling.udpAddr
 		case "io":
-			prefork, ceilingAddr = ioServer, ceiling.ioAddr
+			prefork, ceil, ceilingAddr = ioServer, ceiling, ceiling.ioAddr
+		case "http-conn", "http-keepalive":
+			prefork, ceil, ceilingAddr = httpServer, plainHTTP, plainHTTP.addr
+		case "http-io":
+			prefork, ceil, ceilingAddr = httpIOServer, plainHTTPIO, plainHTTPIO.addr
 		}
 		for _, conc := range cfg.Concurrency {
-			r := row{Mode: mode, Concurrency: conc}
-			if r.Prefork, err = measureRow(ctx, cfg, mode, conc, prefork.pid, prefork.addr, true); err != nil {
-				return res, err
+			for _, client := range cfg.clients(mode) {
+				r := row{Mode: mode, Concurrency: conc, Client: client}
+				if r.Prefork, err = measureRow(ctx, cfg, mode, client, conc, prefork.pid, prefork.addr, true); err != nil {
+					return res, err
+				}
+				progressRow(r, "prefork", r.Prefork)
+				if r.Ceiling, err = measureRow(ctx, cfg, mode, client, conc, ceil.pid, ceilingAddr, false); err != nil {
+					return res, err
+				}
+				progressRow(r, ceilingName(mode), r.Ceiling)
+				r.RPSRatio = ratio(r.Prefork.RPS, r.Ceiling.RPS)
+				r.CPUPerReqRatio = ratio(r.Prefork.CPUPerReqUs, r.Ceiling.CPUPerReqUs)
+				res.Rows = append(res.Rows, r)
 			}
-			progressRow(mode, conc, "prefork", r.Prefork)
-			if r.Ceiling, err = measureRow(ctx, cfg, mode, conc, ceiling.pid, ceilingAddr, false); err != nil {
-				return res, err
-			}
-			progressRow(mode, conc, "ceiling", r.Ceiling)
-			r.RPSRatio = ratio(r.Prefork.RPS, r.Ceiling.RPS)
-			r.CPUPerReqRatio = ratio(r.Prefork.CPUPerReqUs, r.Ceiling.CPUPerReqUs)
-			res.Rows = append(res.Rows, r)
 		}
 	}
 
 	// The matrix's servers stop before the sweep and the extras, so that
 	// these see a quiet machine.
-	for _, s := range []*server{udpServer, ioServer, tcpServer, ceiling, backend} {
+	for _, s := range []*server{udpServer, ioServer, httpServer, httpIOServer, plainHTTP, plainHTTPIO, tcpServer, ceiling, backend} {
 		if s != nil {
 			s.stop()
 		}
@@ -451,7 +561,7 @@ func runOnce(ctx context.Context, cfg config, bins binaries, dir string) (runRes
 // measureRow runs one row of load against the server whose master is pid,
 // and samples the server's process tree before and after. For a prefork
 // server it also counts the master's children during the row.
-func measureRow(ctx context.Context, cfg config, mode string, conc, pid int, addr string, prefork bool) (figures, error) {
+func measureRow(ctx context.Context, cfg config, mode, client string, conc, pid int, addr string, prefork bool) (figures, error) {
 	before, err := sampleTree(pid, false)
 	if err != nil {
 		return figures{}, err
@@ -460,12 +570,20 @@ func measureRow(ctx context.Context, cfg config, mode string, conc, pid int, add
 	if prefork {
 		watch = watchChildren(pid)
 	}
-	load := runLoad(ctx, mode, addr, conc, cfg.Duration, cfg.MaxRequests)
+	var load loadResult
+	if client == clientWrk {
+		load, err = runWrk(ctx, cfg.Wrk, mode, addr, conc, cfg.Duration)
+	} else {
+		load = runLoad(ctx, mode, addr, conc, cfg.Duration, cfg.MaxRequests)
+	}
 	peak := 0
 	if watch != nil {
 		peak = watch.stop()
 	}
-	if err := ctx.Err(); err != nil {
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
 		return figures{}, err
 	}
 	after, err := sampleTree(pid, true)
@@ -474,11 +592,11 @@ func measureRow(ctx context.Context, cfg config, mode string, conc, pid int, add
 	}
 
 	f := figures{
-		Requests: len(load.latencies),
+		Requests: load.requests,
 		Errors:   load.errors,
 		Seconds:  load.elapsed.Seconds(),
-		P50Us:    micros(percentile(load.latencies, 0.50)),
-		P99Us:    micros(percentile(load.latencies, 0.99)),
+		P50Us:    micros(load.p50),
+		P99Us:    micros(load.p99),
 		Procs:    after.procs,
 		RSSKiB:   after.rssKiB,
 		PSSKiB:   after.pssKiB,
@@ -514,8 +632,8 @@ func ratio(a, b float64) float64 {
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func progressRow(mode string, conc int, server string, f figures) {
-	msg := fmt.Sprintf("%-13s c=%-3d %-8s %9.0f req/s, %d errors", mode, conc, server, f.RPS, f.Errors)
+func progressRow(r row, server string, f figures) {
+	msg := fmt.Sprintf("%-14s c=%-3d %-3s %-8s %9.0f req/s, %d errors", r.Mode, r.Concurrency, r.Client, server, f.RPS, f.Errors)
 	if f.Children != nil {
 		msg += ", children " + f.Children.String()
 	}

@@ -14,10 +14,11 @@ import (
 // report is what is printed and written as JSON: the medians over the runs,
 // and each run's own figures.
 type report struct {
-	Config config      `json:"config"`
-	Rows   []row       `json:"rows"`
-	Extras *extras     `json:"extras,omitempty"`
-	Runs   []runResult `json:"runs"`
+	Config  config      `json:"config"`
+	Rows    []row       `json:"rows"`
+	Targets []target    `json:"targets,omitempty"`
+	Extras  *extras     `json:"extras,omitempty"`
+	Runs    []runResult `json:"runs"`
 }
 
 // runResult is one measurement of everything.
@@ -26,10 +27,11 @@ type runResult struct {
 	Extras *extras `json:"extras,omitempty"`
 }
 
-// row is one mode and concurrency, against both servers.
+// row is one mode, concurrency and load generator, against both servers.
 type row struct {
 	Mode           string  `json:"mode"`
 	Concurrency    int     `json:"concurrency"`
+	Client         string  `json:"client"` // clientOwn or clientWrk
 	Prefork        figures `json:"prefork"`
 	Ceiling        figures `json:"ceiling"`
 	RPSRatio       float64 `json:"rps_ratio"`         // prefork / ceiling
@@ -102,6 +104,52 @@ type extras struct {
 	ReplaceOverColdStart float64 `json:"replace_over_cold_start_1"`
 }
 
+// target is a goal that the issue sets for one HTTP row: prefork's req/s
+// at least Want times net/http's in the same run.
+type target struct {
+	Mode        string  `json:"mode"`
+	Concurrency int     `json:"concurrency"`
+	Client      string  `json:"client"`
+	Pool        string  `json:"pool"` // of the prefork server, "min..max"
+	Want        float64 `json:"want_rps_ratio"`
+	Got         float64 `json:"rps_ratio"` // the row's median
+	Met         bool    `json:"met"`
+}
+
+// httpTargets are the issue's goals, for every client that measured the
+// row: kept-alive connections at 8 clients, and the waiting handler at 32
+// clients (with a pool of 5..40, the io pool's default).
+var httpTargets = []struct {
+	mode string
+	conc int
+	want float64
+}{
+	{"http-keepalive", 8, 0.8},
+	{"http-io", 32, 0.9},
+}
+
+// targets checks the issue's goals against the summed-up rows.
+func targets(cfg config, rows []row) []target {
+	var ts []target
+	for _, g := range httpTargets {
+		p := cfg.Pool
+		if g.mode == "http-io" {
+			p = cfg.IOPool
+		}
+		for _, r := range rows {
+			if r.Mode != g.mode || r.Concurrency != g.conc {
+				continue
+			}
+			ts = append(ts, target{
+				Mode: r.Mode, Concurrency: r.Concurrency, Client: r.Client,
+				Pool: fmt.Sprintf("%d..%d", p.Min, p.Max),
+				Want: g.want, Got: r.RPSRatio, Met: r.RPSRatio >= g.want,
+			})
+		}
+	}
+	return ts
+}
+
 // summarize takes the median of each figure over the runs. The ratios are
 // the medians of each run's ratios, which compare servers measured together.
 func summarize(cfg config, runs []runResult) report {
@@ -115,6 +163,7 @@ func summarize(cfg config, runs []runResult) report {
 		sr := row{
 			Mode:           rows[0].Mode,
 			Concurrency:    rows[0].Concurrency,
+			Client:         rows[0].Client,
 			Prefork:        medianFigures(rows, func(r row) figures { return r.Prefork }),
 			Ceiling:        medianFigures(rows, func(r row) figures { return r.Ceiling }),
 			RPSRatio:       m(func(r row) float64 { return r.RPSRatio }),
@@ -136,6 +185,7 @@ func summarize(cfg config, runs []runResult) report {
 		}
 		rep.Rows = append(rep.Rows, sr)
 	}
+	rep.Targets = targets(cfg, rep.Rows)
 	if runs[0].Extras != nil {
 		es := make([]extras, len(runs))
 		for k, r := range runs {
@@ -235,32 +285,71 @@ func printReport(w io.Writer, rep report) {
 	} else {
 		fmt.Fprintf(w, "1 run\n")
 	}
-	fmt.Fprintf(w, "prefork: examples/echo %s\n", poolFlags(cfg, cfg.Pool))
+	if cfg.Extras || cfg.uses("tcp-conn", "tcp-keepalive", "udp") {
+		fmt.Fprintf(w, "prefork: examples/echo %s\n", poolFlags(cfg, cfg.Pool))
+	}
 	if slices.Contains(cfg.Modes, "io") {
 		fmt.Fprintf(w, "prefork, io: internal/ioserver %s -timer-slack %v, one backend connection per child\n", poolFlags(cfg, cfg.IOPool), cfg.IOTimerSlack)
 		fmt.Fprintf(w, "io backend: a separate process that answers each line after %v (its CPU counts for neither server)\n", iobackend.Delay)
 	}
-	fmt.Fprintf(w, "ceiling: goroutine per connection, no prefork")
-	if slices.Contains(cfg.Modes, "io") {
-		fmt.Fprintf(w, "; io: one backend connection per client connection")
+	if cfg.uses("tcp-conn", "tcp-keepalive", "udp", "io") {
+		fmt.Fprintf(w, "ceiling: goroutine per connection, no prefork")
+		if slices.Contains(cfg.Modes, "io") {
+			fmt.Fprintf(w, "; io: one backend connection per client connection")
+		}
+		fmt.Fprintf(w, "\n")
 	}
-	fmt.Fprintf(w, "\n\n")
+	if cfg.uses("http-conn", "http-keepalive") {
+		fmt.Fprintf(w, "prefork, http-conn and http-keepalive: internal/httpserver %s, preforkhttp.Server, a handler that writes 13 bytes\n", poolFlags(cfg, cfg.Pool))
+	}
+	if cfg.uses("http-io") {
+		fmt.Fprintf(w, "prefork, http-io: internal/httpserver -handler io %s -timer-slack %v, one backend connection per child; it asks the backend, then writes 13 bytes\n", poolFlags(cfg, cfg.IOPool), cfg.IOTimerSlack)
+	}
+	if slices.ContainsFunc(cfg.Modes, isHTTP) {
+		fmt.Fprintf(w, "net/http, the ceiling of the http modes: internal/httpserver -plain, one http.Server, the same handler and timeouts")
+		if cfg.uses("http-io") {
+			fmt.Fprintf(w, "; http-io: one backend connection per client connection")
+		}
+		fmt.Fprintf(w, "\n")
+		fmt.Fprintf(w, "clients: own = this program, raw HTTP/1.1 on one net.Conn per client, http.ReadResponse")
+		if cfg.Wrk != "" {
+			fmt.Fprintf(w, "; wrk = %s -t<min(%d,conc)> -c<conc> -d%ds --latency\n", cfg.Wrk, wrkThreads, wrkSeconds(cfg.Duration))
+		} else {
+			fmt.Fprintf(w, "; wrk: not found or -wrk empty, its rows are skipped\n")
+		}
+	}
+	fmt.Fprintf(w, "\n")
 
-	fmt.Fprintf(w, rowFormat, "mode", "conc", "server", "req/s", "p50 us", "p99 us", "errors", "cpu us/req", "procs", "RSS MiB", "PSS MiB", "children")
-	fmt.Fprintln(w, strings.Repeat("-", 113))
+	fmt.Fprintf(w, rowFormat, "mode", "conc", "client", "server", "req/s", "p50 us", "p99 us", "errors", "cpu us/req", "procs", "RSS MiB", "PSS MiB", "children")
+	fmt.Fprintln(w, strings.Repeat("-", 121))
 	for _, r := range rep.Rows {
 		printFigures(w, r, "prefork", r.Prefork)
-		printFigures(w, r, "ceiling", r.Ceiling)
+		printFigures(w, r, ceilingName(r.Mode), r.Ceiling)
 	}
 	fmt.Fprintf(w, "children: the master's live children at the start of the row / peak (counted every %v) / at the end\n", childWatchEvery)
 
-	fmt.Fprintf(w, "\nprefork / ceiling, same run\n")
-	const ratioFormat = "%-13s %4s  %7s %9s\n"
-	fmt.Fprintf(w, ratioFormat, "mode", "conc", "req/s", "cpu/req")
-	fmt.Fprintln(w, strings.Repeat("-", 36))
+	fmt.Fprintf(w, "\nprefork / ceiling (net/http for the http modes), same run\n")
+	const ratioFormat = "%-14s %4s  %-6s %7s %9s\n"
+	fmt.Fprintf(w, ratioFormat, "mode", "conc", "client", "req/s", "cpu/req")
+	fmt.Fprintln(w, strings.Repeat("-", 44))
 	for _, r := range rep.Rows {
-		fmt.Fprintf(w, ratioFormat, r.Mode, fmt.Sprint(r.Concurrency),
+		fmt.Fprintf(w, ratioFormat, r.Mode, fmt.Sprint(r.Concurrency), r.Client,
 			orDash(r.RPSRatio, "%.2f"), orDash(r.CPUPerReqRatio, "%.2f"))
+	}
+
+	if len(rep.Targets) > 0 {
+		fmt.Fprintf(w, "\ntargets: prefork / net/http req/s, same run\n")
+		const targetFormat = "%-14s %4s  %-6s %-8s %7s %7s  %s\n"
+		fmt.Fprintf(w, targetFormat, "mode", "conc", "client", "pool", "want", "got", "result")
+		fmt.Fprintln(w, strings.Repeat("-", 58))
+		for _, t := range rep.Targets {
+			verdict := "missed"
+			if t.Met {
+				verdict = "met"
+			}
+			fmt.Fprintf(w, targetFormat, t.Mode, fmt.Sprint(t.Concurrency), t.Client, t.Pool,
+				fmt.Sprintf(">=%.2f", t.Want), orDash(t.Got, "%.2f"), verdict)
+		}
 	}
 
 	printSweep(w, rep)
@@ -284,9 +373,9 @@ func printReport(w io.Writer, rep report) {
 	}
 }
 
-// rowFormat is a line of the table of figures: mode, concurrency, server,
-// then the figures.
-const rowFormat = "%-13s %4s  %-8s %8s %8s %8s %7s %10s %5s %8s %8s %14s\n"
+// rowFormat is a line of the table of figures: mode, concurrency, client,
+// server, then the figures.
+const rowFormat = "%-14s %4s  %-6s %-8s %8s %8s %8s %7s %10s %5s %8s %8s %14s\n"
 
 // printFigures writes one server's figures for row r.
 func printFigures(w io.Writer, r row, server string, f figures) {
@@ -294,7 +383,7 @@ func printFigures(w io.Writer, r row, server string, f figures) {
 	if f.Children != nil {
 		children = f.Children.String()
 	}
-	fmt.Fprintf(w, rowFormat, r.Mode, fmt.Sprint(r.Concurrency), server,
+	fmt.Fprintf(w, rowFormat, r.Mode, fmt.Sprint(r.Concurrency), r.Client, server,
 		fmt.Sprintf("%.0f", f.RPS), fmt.Sprintf("%.0f", f.P50Us), fmt.Sprintf("%.0f", f.P99Us),
 		fmt.Sprint(f.Errors), orDash(f.CPUPerReqUs, "%.1f"), fmt.Sprint(f.Procs),
 		mib(f.RSSKiB), mib(f.PSSKiB), children)
@@ -309,8 +398,8 @@ func printSweep(w io.Writer, rep report) {
 	}
 	cfg := rep.Config
 	fmt.Fprintf(w, "\nfixed pools: examples/echo with -min-servers = -max-servers = N, same run\n")
-	fmt.Fprintf(w, rowFormat, "mode", "conc", "server", "req/s", "p50 us", "p99 us", "errors", "cpu us/req", "procs", "RSS MiB", "PSS MiB", "children")
-	fmt.Fprintln(w, strings.Repeat("-", 113))
+	fmt.Fprintf(w, rowFormat, "mode", "conc", "client", "server", "req/s", "p50 us", "p99 us", "errors", "cpu us/req", "procs", "RSS MiB", "PSS MiB", "children")
+	fmt.Fprintln(w, strings.Repeat("-", 121))
 	for _, r := range rep.Rows {
 		for _, f := range r.Fixed {
 			printFigures(w, r, fmt.Sprintf("fixed-%d", f.Servers), f.Figures)
@@ -318,9 +407,9 @@ func printSweep(w io.Writer, rep report) {
 	}
 
 	fmt.Fprintf(w, "\nprefork (pool %d..%d) / the fixed pool with the most req/s, same run\n", cfg.Pool.Min, cfg.Pool.Max)
-	const format = "%-13s %4s  %-10s %7s %7s\n"
+	const format = "%-14s %4s  %-10s %7s %7s\n"
 	fmt.Fprintf(w, format, "mode", "conc", "best pool", "req/s", "p99")
-	fmt.Fprintln(w, strings.Repeat("-", 45))
+	fmt.Fprintln(w, strings.Repeat("-", 46))
 	for _, r := range rep.Rows {
 		if len(r.Fixed) == 0 {
 			continue
@@ -328,6 +417,14 @@ func printSweep(w io.Writer, rep report) {
 		fmt.Fprintf(w, format, r.Mode, fmt.Sprint(r.Concurrency), fmt.Sprintf("fixed-%d", r.BestFixed),
 			orDash(r.RPSRatioBestFixed, "%.2f"), orDash(r.P99RatioBestFixed, "%.2f"))
 	}
+}
+
+// ceilingName is what the table calls the ceiling of mode's rows.
+func ceilingName(mode string) string {
+	if isHTTP(mode) {
+		return "net/http"
+	}
+	return "ceiling"
 }
 
 // poolFlags are the flags that size a prefork server with pool p.

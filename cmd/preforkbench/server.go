@@ -30,6 +30,7 @@ var (
 	childReadyRE = regexp.MustCompile(`msg="prefork: child ready" pid=(\d+)`)
 	ceilingRE    = regexp.MustCompile(`ceiling: listening tcp=(\S+) udp=(\S+) io=(\S+)`)
 	backendRE    = regexp.MustCompile(`backend: listening tcp=(\S+)`)
+	plainHTTPRE  = regexp.MustCompile(`httpserver: net/http listening addr=(\S+)`)
 	logTimeRE    = regexp.MustCompile(`^time=(\S+)`)
 )
 
@@ -120,9 +121,41 @@ func startIOPrefork(ctx context.Context, cfg config, ioBin, dir, backendAddr str
 	return launchPrefork(ctx, "prefork-io", ioBin, dir, addr, args)
 }
 
-// serverArgs are the flags that examples/echo and the io server share. -v
-// makes them log each child's readiness, which the extras and the sweep
-// wait for.
+// startHTTPPrefork starts internal/httpserver's prefork pool p with the
+// given handler ("short" or "io", which asks the backend at backendAddr) on
+// a free loopback port, and waits until its pool is ready. The io handler's
+// children get the io mode's timer slack, as the io mode's do.
+func startHTTPPrefork(ctx context.Context, cfg config, httpBin, dir, name string, p pool, handler, backendAddr string) (*server, error) {
+	addr, err := freePort("tcp")
+	if err != nil {
+		return nil, err
+	}
+	args := append(serverArgs(cfg, addr, p), "-handler", handler)
+	if handler == "io" {
+		args = append(args, "-backend", backendAddr, "-timer-slack", cfg.IOTimerSlack.String())
+	}
+	return launchPrefork(ctx, name, httpBin, dir, addr, args)
+}
+
+// startPlainHTTP starts internal/httpserver as a plain net/http server with
+// the given handler, on a loopback port that it picks, and waits for the
+// address it logs.
+func startPlainHTTP(ctx context.Context, httpBin, dir, name, handler, backendAddr string) (*server, error) {
+	args := []string{"-plain", "-addr", "127.0.0.1:0", "-handler", handler}
+	if handler == "io" {
+		args = append(args, "-backend", backendAddr)
+	}
+	s, m, err := startLogged(ctx, name, httpBin, args, nil, dir, plainHTTPRE)
+	if err != nil {
+		return nil, err
+	}
+	s.addr = m[1]
+	return s, nil
+}
+
+// serverArgs are the flags that examples/echo, the io server and the HTTP
+// server's pool share. -v makes them log each child's readiness, which the
+// extras and the sweep wait for.
 func serverArgs(cfg config, addr string, p pool) []string {
 	args := []string{
 		"-addr", addr, "-v",
@@ -185,7 +218,13 @@ func startSelf(ctx context.Context, name string, env []string, dir string, re *r
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := startProcess(name, exe, nil, env, filepath.Join(dir, name+".log"))
+	return startLogged(ctx, name, exe, nil, env, dir, re)
+}
+
+// startLogged runs path with args, and env added to its environment, and
+// waits for a line of its log that matches re, whose submatches it returns.
+func startLogged(ctx context.Context, name, path string, args, env []string, dir string, re *regexp.Regexp) (*server, []string, error) {
+	s, err := startProcess(name, path, args, env, filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, nil, err
 	}

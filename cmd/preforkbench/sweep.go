@@ -52,11 +52,11 @@ func sweepPool(ctx context.Context, cfg config, echoBin, dir string, n int, rows
 		if r.Mode != "tcp-conn" {
 			continue
 		}
-		f, err := measureRow(ctx, cfg, r.Mode, r.Concurrency, s.pid, s.addr, true)
+		f, err := measureRow(ctx, cfg, r.Mode, r.Client, r.Concurrency, s.pid, s.addr, true)
 		if err != nil {
 			return err
 		}
-		progressRow(r.Mode, r.Concurrency, name, f)
+		progressRow(*r, name, f)
 		r.Fixed = append(r.Fixed, fixedRun{Servers: n, Figures: f})
 	}
 	return nil
