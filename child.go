@@ -315,6 +315,8 @@ func (w *worker) serveOne(r *Request) error {
 		r.seq = uint64(w.served) + 1 // the board's count of requests begun
 		r.contention = &w.contention
 		w.contention.begin(r.seq)
+		r.waiter = w.waiter
+		defer w.waiter.Helpers(0)
 	}
 	err := w.handle(r)
 	w.served++

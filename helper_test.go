@@ -78,6 +78,7 @@ type helperConfig struct {
 	NotifyBeforeRun                           bool // the program calls signal.Notify (SIGUSR1) before Run
 	OwnSignals                                bool // NoSignals, and the program takes SIGTERM itself: Shutdown in the master, nothing in a child
 	InProcessFirst                            bool // the master runs the Child in process for one request before Run (an InProcess event)
+	ConnGoroutine                             int  // ProcessRequest serves the connection from a goroutine of its own; 2: and declares it (ConnGoroutines)
 }
 
 func helperMain() int {
@@ -319,6 +320,19 @@ func (c *testChild) ProcessRequest(ctx context.Context, r *prefork.Request) erro
 	if r.Conn == nil {
 		return answerDatagram(r)
 	}
+	if c.cfg.ConnGoroutine > 0 {
+		if c.cfg.ConnGoroutine == 2 {
+			r.ConnGoroutines(1)
+		}
+		done := make(chan error)
+		go func() { done <- c.serveConn(ctx, r) }()
+		return <-done
+	}
+	return c.serveConn(ctx, r)
+}
+
+// serveConn runs the commands that come on r's connection.
+func (c *testChild) serveConn(ctx context.Context, r *prefork.Request) error {
 	in := bufio.NewScanner(r.Conn)
 	for in.Scan() {
 		cmd, arg, _ := strings.Cut(in.Text(), " ")

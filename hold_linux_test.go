@@ -35,3 +35,36 @@ func TestChildWaitsHoldTheP(t *testing.T) {
 		})
 	}
 }
+
+// A request that serves its connection from a goroutine of its own (as
+// net/http does) keeps the waits that hold the P when it declares that
+// goroutine with ConnGoroutines, and loses them when it does not.
+func TestConnGoroutinesKeepTheWaitsThatHoldTheP(t *testing.T) {
+	t.Parallel()
+	for name, declared := range map[string]bool{"declared": true, "undeclared": false} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			const lines = 30
+			cfg := helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1, ConnGoroutine: 1}
+			if declared {
+				cfg.ConnGoroutine = 2
+			}
+			p := startReady(t, cfg)
+			c := p.dial()
+			for range lines {
+				assert.Equal(t, "x", c.ask("x"))
+			}
+			c.conn.Close()
+			p.signal(syscall.SIGTERM)
+			require.NoError(t, p.wait())
+
+			exits := p.childExits(t)
+			require.Len(t, exits, 1)
+			if declared {
+				assert.GreaterOrEqual(t, exits[0].Held, lines, "each line is waited for while holding the P")
+			} else {
+				assert.Less(t, exits[0].Held, lines/2, "an undeclared goroutine turns the waits into ordinary ones")
+			}
+		})
+	}
+}

@@ -27,9 +27,8 @@ func (ms *master) observe() observation {
 	var stuck []int
 	for _, c := range ms.children {
 		o.processes++
-		state, _, begun := ms.board.State(c.slot)
+		state, begun := ms.track(c, now)
 		o.begun += begun
-		c.track(state, begun, now)
 		idle := c.phase == serving && state != board.Busy && state != board.Leaving
 		switch {
 		case c.phase == starting && c.startPhase == parked:
@@ -40,8 +39,8 @@ func (ms *master) observe() observation {
 			o.parked++
 		case c.phase == serving && state == board.Busy:
 			o.busy++
-			if ms.heldByClient(c, now) {
-				o.held++
+			if ms.idleClient(c, now) {
+				o.idleClients++
 			}
 		case idle:
 			o.idle++
@@ -91,6 +90,11 @@ const (
 	// heldAfter: a child that has waited for its client this long into a
 	// request is held by it.
 	heldAfter = 50 * time.Millisecond
+	// idleClientAfter: a client that has sent nothing for this long, in
+	// one wait of its child, is idle as far as the queue is concerned:
+	// longer than a round trip and than the pause of a client that sends
+	// its requests back to back, shorter than any idle timeout.
+	idleClientAfter = 100 * time.Millisecond
 	// cpuWindow is the span over which idle CPU is measured, and
 	// cpuMinWindow the least: a few clock ticks per core, yet short enough
 	// that a burst that saturates the cores stops the growth it started
@@ -168,18 +172,29 @@ func (ms *master) readLoad(now time.Time, busy int) {
 	}
 }
 
-// heldByClient reports whether busy child c waits for its client, in a
-// request that began at least heldAfter ago.
-func (ms *master) heldByClient(c *child, now time.Time) bool {
-	return !c.busySince.IsZero() && now.Sub(c.busySince) >= heldAfter && ms.board.WaitsForClient(c.slot)
+// idleClient reports whether busy child c has waited for its client, in
+// one wait, for idleClientAfter: a client that sends nothing, such as an
+// HTTP connection kept alive between two requests.
+func (ms *master) idleClient(c *child, now time.Time) bool {
+	return !c.waitSince.IsZero() && now.Sub(c.waitSince) >= idleClientAfter
 }
 
-// track notes when the master first saw the child's current request.
-func (c *child) track(state uint32, begun uint64, now time.Time) {
+// track reads child c's slot, and notes when the master first saw its
+// current request, and its current wait for its client.
+func (ms *master) track(c *child, now time.Time) (state uint32, begun uint64) {
+	state, _, begun = ms.board.State(c.slot)
+	waiting, waits := ms.board.ClientWait(c.slot)
+	switch {
+	case state != board.Busy || !waiting:
+		c.waits, c.waitSince = waits, time.Time{}
+	case waits != c.waits || c.waitSince.IsZero():
+		c.waits, c.waitSince = waits, now
+	}
 	switch {
 	case state != board.Busy:
 		c.begun, c.busySince = begun, time.Time{}
 	case begun != c.begun || c.busySince.IsZero(): // a new request: time it from now
 		c.begun, c.busySince = begun, now
 	}
+	return state, begun
 }

@@ -49,7 +49,9 @@ type child struct {
 	seen       uint64    // the board's count of requests begun, for stuck children
 	moved      time.Time // when it last took a request, or nothing waited for it
 	stuck      bool      // logged as stuck
-	contended  uint64    // the request (board count) asked to let its client go
+	waits      uint32    // the board's count of waits for the client, when last seen
+	waitSince  time.Time // when the master first saw the current wait
+	contended  uint32    // the wait during which the child was asked to let its client go
 	cmd        *exec.Cmd
 	status     *os.File // the master's end of the status socket
 }

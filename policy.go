@@ -72,10 +72,10 @@ type observation struct {
 	// quick exchange with it), out of sampled; sampled is 0 when they
 	// were not looked at.
 	blocked, sampled int
-	// held is how many busy children wait for their client, into a
-	// request that began at least heldAfter ago: those that could let an
+	// idleClients is how many busy children have waited for their
+	// client, in one wait, for idleClientAfter: those that could let an
 	// idle client go (see Request.Contended).
-	held int
+	idleClients int
 	// begun counts the requests all children have begun, ever: it moves
 	// when the pool makes progress.
 	begun uint64
@@ -92,7 +92,7 @@ type decision struct {
 	unpark      int // parked children to return to the listener
 	park        int // serving children to park: idle ones first, then busy ones after their request
 	retire      int // spare children to retire: parked ones first
-	// contend is how many held children to ask to let their client go
+	// contend is how many children with idle clients to ask to let them go
 	// (see Request.Contended): connections wait that neither the pool's
 	// growth nor its parked children will take.
 	contend int
@@ -180,12 +180,12 @@ func (p *policy) decide(o observation) decision {
 		start(waiting-d.unpark, false)
 		waiting -= d.unpark + d.start - before
 	}
-	// What is left waits for a busy child. One held by a client that
-	// only keeps its connection open (HTTP keep-alive) serves nobody:
-	// ask it to let that client go, rather than let the queue wait for
-	// the client's next request or its idle timeout.
+	// What is left waits for a busy child. One whose client only keeps
+	// its connection open (HTTP keep-alive) serves nobody: ask it to let
+	// that client go, rather than let the queue wait for the client's
+	// next request or its idle timeout.
 	if o.queued > 0 && waiting > 0 {
-		d.contend = min(waiting, o.held)
+		d.contend = min(waiting, o.idleClients)
 	}
 
 	// Spare children: MinSpareServers of them, ready or coming, beyond

@@ -133,34 +133,34 @@ func TestPolicy(t *testing.T) {
 			want: decision{},
 		},
 		{
-			name:    "MaxServers reached, children held by idle clients: ask them to let go",
+			name:    "MaxServers reached, children whose clients are idle: ask them to let go",
 			canPark: true,
 			steps: []observation{
-				{now: at(0), busy: 20, held: 6, processes: 20, queued: 9, idleCores: 1.5, begun: 10},
+				{now: at(0), busy: 20, idleClients: 6, processes: 20, queued: 9, idleCores: 1.5, begun: 10},
 			},
 			want: decision{contend: 6},
 		},
 		{
-			name:    "MaxServers reached: ask no more held children than connections wait",
+			name:    "MaxServers reached: ask no more children than connections wait",
 			canPark: true,
 			steps: []observation{
-				{now: at(0), busy: 20, held: 6, processes: 20, queued: 2, idleCores: 1.5, begun: 10},
+				{now: at(0), busy: 20, idleClients: 6, processes: 20, queued: 2, idleCores: 1.5, begun: 10},
 			},
 			want: decision{contend: 2},
 		},
 		{
-			name:    "room to grow: held children keep their clients, new children take what waits",
+			name:    "room to grow: idle clients keep their children, new children take what waits",
 			canPark: true,
 			steps: []observation{
-				{now: at(0), busy: 10, held: 6, processes: 10, queued: 4, idleCores: 1.5, begun: 10},
+				{now: at(0), busy: 10, idleClients: 6, processes: 10, queued: 4, idleCores: 1.5, begun: 10},
 			},
 			want: decision{start: 4, startParked: 2},
 		},
 		{
-			name:    "growth short of what waits: the rest from held children",
+			name:    "growth short of what waits: the rest from idle clients",
 			canPark: true,
 			steps: []observation{
-				{now: at(0), busy: 18, held: 6, processes: 18, queued: 5, idleCores: 1.5, begun: 10},
+				{now: at(0), busy: 18, idleClients: 6, processes: 18, queued: 5, idleCores: 1.5, begun: 10},
 			},
 			want: decision{start: 2, contend: 3},
 		},

@@ -71,20 +71,20 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 	return timer
 }
 
-// contend asks up to n children held by their clients to let them go (see
-// Request.Contended), each once per request.
+// contend asks up to n children whose clients are idle to let them go (see
+// Request.Contended), each once per wait.
 func (ms *master) contend(n int) {
 	now := time.Now()
 	for _, c := range ms.children {
 		if n <= 0 {
 			return
 		}
-		state, _, begun := ms.board.State(c.slot)
-		if c.phase != serving || state != board.Busy || c.contended == begun || !ms.heldByClient(c, now) {
+		if c.phase != serving || c.contended == c.waits || !ms.idleClient(c, now) {
 			continue
 		}
-		c.contended = begun
-		ms.sendRecord(c, wire.Record{Kind: wire.Contended, Served: uint32(begun)}) // the child compares 32 bits
+		c.contended = c.waits
+		// The child compares 32 bits of the request's number.
+		ms.sendRecord(c, wire.Record{Kind: wire.Contended, Served: uint32(c.begun)})
 		n--
 	}
 }
@@ -304,8 +304,7 @@ const timeoutCheckInterval = 100 * time.Millisecond
 func (ms *master) enforceRequestTimeout() {
 	now := time.Now()
 	for _, c := range ms.children {
-		state, _, begun := ms.board.State(c.slot)
-		if c.track(state, begun, now); state != board.Busy {
+		if state, _ := ms.track(c, now); state != board.Busy {
 			continue
 		}
 		busy := now.Sub(c.busySince)

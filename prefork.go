@@ -197,6 +197,7 @@ type Request struct {
 	reply      func([]byte) error
 	contention *contention // the child's, for requests on connections
 	seq        uint64      // this request's number in the child, from 1
+	waiter     *sys.Waiter // the child's, for requests on connections
 }
 
 // Reply answers the client, as py-prefork-server's resp_to does: for a
@@ -218,6 +219,21 @@ func (r *Request) Reply(b []byte) error {
 // a clean point; ProcessRequest's ctx is cancelled only later, when the child
 // must stop now.
 func (r *Request) Stopping() <-chan struct{} { return r.stopping }
+
+// ConnGoroutines tells the child that n goroutines besides the one that
+// called ProcessRequest serve this request's connection, each waiting only
+// in Conn's Read and Write, or for the others: net/http's connection
+// goroutine is one (preforkhttp declares it). The child then keeps its fast
+// waits (see the package doc) while they run; otherwise any goroutine
+// beyond the child's own makes every wait an ordinary one. Do not count a
+// goroutine that waits for anything else, such as another connection or a
+// timer: while Conn waits, it could be up to 4 ms late. The count ends with
+// the request; it does nothing for datagrams and under RunInProcess.
+func (r *Request) ConnGoroutines(n int) {
+	if r.waiter != nil {
+		r.waiter.Helpers(max(n, 0))
+	}
+}
 
 // IsChild reports whether this process is a prefork child, started by a
 // master. Code before Manager.Run runs in the master and in every child; use

@@ -126,12 +126,11 @@ type Server struct {
 	ctx      context.Context                    // the request's, for BaseContext
 	panicked atomic.Pointer[prefork.PanicError] // by the connection's handler
 
-	// The connection between two requests, and whether the master has
-	// asked the child to let its client go (see prefork.Request.Contended):
-	// written by net/http's goroutine in connState, and by ProcessRequest's.
-	mu    sync.Mutex
-	idle  net.Conn
-	letGo bool
+	// The connection while it waits for its next request: written by
+	// net/http's goroutine, read by ProcessRequest's when the master asks
+	// the child to let its client go (see prefork.Request.Contended).
+	mu   sync.Mutex
+	idle net.Conn
 }
 
 // Initialize prepares the child's HTTP server and loads its certificate.
@@ -223,9 +222,12 @@ func (s *Server) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 	}
 	s.ctx = ctx
 	s.mu.Lock()
-	s.idle, s.letGo = nil, false
+	s.idle = nil
 	s.mu.Unlock()
 	l := &oneConn{s: s, conn: served, closed: conn.closed, stopping: r.Stopping(), contended: r.Contended()}
+	// net/http serves the connection on a goroutine of its own, which
+	// waits only on it; this one waits in l.Accept for it to end.
+	r.ConnGoroutines(1)
 	s.srv.Serve(l) // returns once the connection is closed: its error says nothing more
 	if p := s.panicked.Swap(nil); p != nil {
 		return p
@@ -233,27 +235,23 @@ func (s *Server) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 	return nil
 }
 
-// connState follows the connection: one that waits for its next request
-// after the master asked the child to let its client go is closed then.
+// connState follows the connection, to know when it waits for its next
+// request.
 func (s *Server) connState(c net.Conn, state http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case state != http.StateIdle:
-		s.idle = nil
-	case s.letGo:
-		c.Close()
-	default:
+	if state == http.StateIdle {
 		s.idle = c
+	} else {
+		s.idle = nil
 	}
 }
 
-// letClientGo closes the connection if it waits for its next request, and
-// otherwise once it does.
+// letClientGo closes the connection if it waits for its next request, as
+// its idle timeout would: a client that is sending a request is left alone.
 func (s *Server) letClientGo() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.letGo = true
 	if s.idle != nil {
 		s.idle.Close()
 	}

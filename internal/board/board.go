@@ -51,7 +51,8 @@ type slot struct {
 	served  atomic.Uint32
 	waiting atomic.Int32  // the child's waits for its client in progress
 	begun   atomic.Uint64 // requests begun
-	_       int64
+	waits   atomic.Uint32 // the child's waits for its client begun
+	_       uint32
 }
 
 // Board is a mapping of the shared table.
@@ -131,6 +132,7 @@ func (b *Board) Reset(i int) {
 	s.served.Store(0)
 	s.begun.Store(0)
 	s.waiting.Store(0)
+	s.waits.Store(0)
 	s.pid.Store(-1)
 }
 
@@ -182,13 +184,23 @@ func (b *Board) SetParked(i int, served int) {
 	s.state.Store(Parked)
 }
 
-// Waiting returns the counter of slot i's waits for its client, which the
-// child's connection keeps while it waits.
-func (b *Board) Waiting(i int) *atomic.Int32 { return &b.slots[i].waiting }
+// Waiting returns the counters of slot i's waits for its client, in
+// progress and begun, which the child's connection keeps as it waits.
+func (b *Board) Waiting(i int) (inProgress *atomic.Int32, begun *atomic.Uint32) {
+	return &b.slots[i].waiting, &b.slots[i].waits
+}
 
 // WaitsForClient reports whether the child in slot i waits for its client
 // now: it is busy, but another child would not make its client faster.
 func (b *Board) WaitsForClient(i int) bool { return b.slots[i].waiting.Load() > 0 }
+
+// ClientWait reports whether the child in slot i waits for its client now,
+// and how many such waits it has begun: a wait that is still the same one
+// a while later is a client that sends nothing.
+func (b *Board) ClientWait(i int) (waiting bool, begun uint32) {
+	s := &b.slots[i]
+	return s.waiting.Load() > 0, s.waits.Load()
+}
 
 // Alarm settings: when the child that takes a request wakes the master.
 const (

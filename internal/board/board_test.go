@@ -43,7 +43,12 @@ func TestTwoMappingsShareTheTable(t *testing.T) {
 	assert.Equal(t, []any{Parked, 8}, []any{state, served})
 
 	assert.False(t, master.WaitsForClient(i))
-	child.Waiting(i).Add(1)
+	inProgress, waitsBegun := child.Waiting(i)
+	inProgress.Add(1)
+	waitsBegun.Add(1)
+	waiting, waits := master.ClientWait(i)
+	assert.True(t, waiting)
+	assert.Equal(t, uint32(1), waits)
 	assert.True(t, master.WaitsForClient(i))
 
 	master.Release(i)
@@ -51,6 +56,8 @@ func TestTwoMappingsShareTheTable(t *testing.T) {
 	state, served, _ = master.State(i)
 	assert.Equal(t, []any{Free, 0}, []any{state, served}, "a reused slot starts clean")
 	assert.False(t, master.WaitsForClient(i), "a reused slot starts clean")
+	_, waits = master.ClientWait(i)
+	assert.Zero(t, waits, "a reused slot starts clean")
 }
 
 // The alarm wakes the master once: only the first child to look after Arm

@@ -74,6 +74,7 @@ func (c *Conn) wait(events int16, dl *atomic.Int64) error {
 	c.waiter.waiters.Add(1)
 	defer c.waiter.waiters.Add(-1)
 	if marks := c.waiter.marks; marks != nil {
+		c.waiter.begun.Add(1)
 		marks.Add(1)
 		defer marks.Add(-1)
 	}

@@ -68,14 +68,16 @@ type Waiter struct {
 	wakeW    int
 	status   int          // a descriptor read by another goroutine through the netpoller
 	baseline atomic.Int32 // goroutines the P may be held with; 0 until Pin
+	helpers  atomic.Int32 // more of them, for the request in hand (see Helpers)
 	epoch    time.Time    // for deadlines on the monotonic clock; see Conn
 
-	yielded atomic.Int64  // when a held wait last yielded, since epoch
-	wakes   atomic.Uint64 // calls of Wake so far
-	waiters atomic.Int32  // connection waits in progress (see Conn.wait)
-	held    atomic.Uint64 // waits that held the P
-	marks   *atomic.Int32 // counts connection waits too, for another process to see; may be nil
-	mu      sync.Mutex    // guards closed, against a Wake after Close
+	yielded atomic.Int64   // when a held wait last yielded, since epoch
+	wakes   atomic.Uint64  // calls of Wake so far
+	waiters atomic.Int32   // connection waits in progress (see Conn.wait)
+	held    atomic.Uint64  // waits that held the P
+	marks   *atomic.Int32  // counts connection waits in progress too, for another process to see; may be nil
+	begun   *atomic.Uint32 // and those begun
+	mu      sync.Mutex     // guards closed, against a Wake after Close
 	closed  bool
 }
 
@@ -98,11 +100,19 @@ func NewWaiter(status int) (*Waiter, error) {
 // goroutines: the child's own, which need it only when a wait yields.
 func (w *Waiter) Pin(goroutines int) { w.baseline.Store(int32(goroutines)) }
 
-// MarkWaits makes connection waits count themselves in marks as well, a
-// counter that another process can read (the child's slot on the
+// Helpers lets the Waiter hold the P with n more goroutines than Pin's: a
+// request's own, which wait only on its connection through this Waiter, or
+// for each other. Helpers(0) ends that with the request.
+func (w *Waiter) Helpers(n int) { w.helpers.Store(int32(n)) }
+
+// MarkWaits makes connection waits count themselves, in progress and
+// begun, in counters that another process can read (the child's slot on the
 // scoreboard): a child that waits for its client is busy, but another child
-// would not serve that client sooner. Call it before the first wait.
-func (w *Waiter) MarkWaits(marks *atomic.Int32) { w.marks = marks }
+// would not serve that client sooner, and one whose wait goes on has a
+// client that sends nothing. Call it before the first wait.
+func (w *Waiter) MarkWaits(inProgress *atomic.Int32, begun *atomic.Uint32) {
+	w.marks, w.begun = inProgress, begun
+}
 
 // HeldWaits returns how many waits have held the P, for the child's log.
 func (w *Waiter) HeldWaits() uint64 { return w.held.Load() }
@@ -159,7 +169,8 @@ type hold struct {
 func (w *Waiter) hold() hold { return hold{w: w, start: time.Now()} }
 
 func (h *hold) on() bool {
-	return canHold && !h.off && runtime.NumGoroutine() <= int(h.w.baseline.Load()) &&
+	base := h.w.baseline.Load()
+	return canHold && !h.off && base > 0 && runtime.NumGoroutine() <= int(base+h.w.helpers.Load()) &&
 		time.Since(h.start) < holdLimit
 }
 
