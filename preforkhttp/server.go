@@ -28,7 +28,11 @@
 //   - A connection kept alive holds its child until it closes or has been
 //     idle for IdleTimeout (default 2 s, far shorter than net/http's
 //     unlimited default): an idle connection is a whole process lost to
-//     everyone else.
+//     everyone else. And when connections wait that the pool will not take
+//     soon (it is at MaxServers, say), the master asks children whose
+//     clients have sent nothing for a tenth of a second to let them go
+//     (prefork.Request.Contended): such a connection is closed as its idle
+//     timeout would close it.
 //   - The request's context is cancelled when the client goes away and when
 //     the child must stop now (Manager.ShutdownTimeout has run out during a
 //     stop, or Manager.RequestTimeout has passed). Manager.RequestTimeout
