@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prefork-go/prefork/internal/board"
 	"github.com/prefork-go/prefork/internal/sys"
@@ -156,4 +157,18 @@ func BenchmarkNetServerRequest(b *testing.B) {
 	benchClient(b, ln.Addr().String())
 	ln.Close()
 	handlers.Wait()
+}
+
+// BenchmarkStats measures Manager.Stats on a pool of 20 children: a copy
+// of what the master published, under its lock.
+func BenchmarkStats(b *testing.B) {
+	var sb statsBoard
+	sb.pub.Exits = map[ExitReason]uint64{ExitMaxRequests: 40, ExitRetired: 3}
+	for i := range 20 {
+		sb.pub.Children = append(sb.pub.Children, ChildStats{PID: 1000 + i, State: ChildIdle, Started: time.Now()})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = sb.snapshot()
+	}
 }

@@ -193,6 +193,10 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 			PostInitChildren: hook("PostInitChildren"),
 			PreLoop:          hook("PreLoop"),
 			PreServerClose:   func(context.Context) { rec.add("PreServerClose", "") },
+			ChildStarted:     func(int) { rec.add("ChildStarted", "") },
+			ChildExited: func(pid int, reason prefork.ExitReason, _ error) {
+				rec.add("ChildExited", fmt.Sprintf("%d %s", pid, reason))
+			},
 			Signal: func(sig os.Signal, stopping bool) prefork.SignalAction {
 				rec.add("Signal", sig.String())
 				if cfg.RestartOnHUP && sig == syscall.SIGHUP {

@@ -89,7 +89,10 @@ type Shutdowner interface {
 //
 // Threading: all hooks run on the goroutine that called Manager.Run in the
 // master, which also runs the pool; a hook that blocks delays spawning and
-// the handling of children's exits. None is called in a child.
+// the handling of children's exits, and one that calls Shutdown waits for
+// itself. None is called in a child. ChildStarted and ChildExited run at
+// every start and exit: keep them short (count, log, send on a buffered
+// channel); a panic in them is logged and the pool goes on.
 type ManagerHooks struct {
 	// PreBind runs before the master binds its listener.
 	PreBind func(ctx context.Context) error
@@ -122,6 +125,13 @@ type ManagerHooks struct {
 	//		return prefork.DefaultSignal(sig, stopping)
 	//	}
 	Signal func(sig os.Signal, stopping bool) SignalAction
+
+	// ChildStarted runs when a child's process has started (before it is
+	// ready), with its pid.
+	ChildStarted func(pid int)
+	// ChildExited runs when the master has reaped a child: why it exited,
+	// and how (its exit status, or nil for status 0).
+	ChildExited func(pid int, reason ExitReason, err error)
 }
 
 // SignalAction is what the master does after a signal.

@@ -34,7 +34,7 @@ func TestRunLeavesNoProcessDescriptorOrGoroutine(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, p, wait := runInProcess(t, ctx, helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2})
+	_, p, wait := runMasterHere(t, ctx, helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2})
 	c := p.dial()
 	assert.Equal(t, "ping", c.ask("ping"))
 	c.conn.Close()

@@ -68,10 +68,12 @@ type master struct {
 	watching  bool      // the loop looks at the pool every tick: something is busy
 	alarmAt   time.Time // when a child last set off the board's alarm
 	load      loadView  // what the master last saw of the machine
+	atMax     bool      // connections waited that MaxServers kept from being served
+	stats     statsBoard
 }
 
 func newMaster(ctx context.Context, cfg config) *master {
-	return &master{
+	ms := &master{
 		cfg:     cfg,
 		log:     cfg.logger,
 		ctx:     ctx,
@@ -79,6 +81,8 @@ func newMaster(ctx context.Context, cfg config) *master {
 		askWake: make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+	ms.stats.pub = Stats{Queued: -1, MaxQueued: -1, Exits: map[ExitReason]uint64{}}
+	return ms
 }
 
 // ask hands an action to the master's loop. It never blocks, so that a
@@ -135,13 +139,17 @@ func (ms *master) run() error {
 		}
 		ms.log.Info("prefork: listening", "network", cfg.network, "addr", addr.String(), "pid", os.Getpid())
 	}
+	ms.counted(func(p *Stats) {
+		p.Network, p.Addr = handed.Network, handed.Addr
+		p.Limits = Limits{cfg.minServers, cfg.maxServers, cfg.minSpare, cfg.maxSpare, cfg.maxRequests}
+	})
 
 	if err := callHook("PreSignalSetup", hooks.PreSignalSetup, ctx); err != nil {
 		return err
 	}
 	signals := make(chan os.Signal, 4)
 	if !cfg.noSignals {
-		signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 		defer signal.Stop(signals)
 	}
 	if err := callHook("PostSignalSetup", hooks.PostSignalSetup, ctx); err != nil {
@@ -209,6 +217,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	ms.takeAsks() // a Shutdown or Close during start-up: no child starts
 	for !ms.stopping || len(ms.children) > 0 {
 		spawnTimer = ms.maintain(spawnTimer)
+		ms.publish(time.Now())
 		if ms.watching {
 			watchTick.Reset(watchInterval)
 		} else {
@@ -230,6 +239,10 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		case ev := <-ms.events:
 			ms.handle(ev)
 		case sig := <-signals:
+			if sig == syscall.SIGUSR1 {
+				ms.logStats()
+				continue
+			}
 			decide := hooks.Signal
 			if decide == nil {
 				decide = DefaultSignal
@@ -360,6 +373,13 @@ func (ms *master) handle(ev event) {
 func (ms *master) exited(c *child, err error) {
 	ms.children = slices.DeleteFunc(ms.children, func(x *child) bool { return x == c })
 	c.status.Close()
+	reason := ms.exitReason(c, err)
+	ms.counted(func(p *Stats) { p.Exits[reason]++ })
+	if hook := ms.cfg.hooks.ChildExited; hook != nil {
+		if perr := guard("ChildExited", func() error { hook(c.pid, reason, err); return nil }); perr != nil {
+			logPanic(ms.log, perr)
+		}
+	}
 	_, served, begun := ms.board.State(c.slot)
 	ms.begunGone += begun
 	ms.board.Release(c.slot)

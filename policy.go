@@ -96,6 +96,9 @@ type decision struct {
 	// (see Request.Contended): connections wait that neither the pool's
 	// growth nor its parked children will take.
 	contend int
+	// atMax: connections wait that the pool would start children for,
+	// but MaxServers are there already.
+	atMax bool
 	// retryIn, when starts were held back by the back-off after
 	// failures, is when to look again.
 	retryIn time.Duration
@@ -177,6 +180,7 @@ func (p *policy) decide(o observation) decision {
 	if waiting > 0 && (helps || starved) {
 		before := d.start
 		d.unpark = min(waiting, o.parked)
+		d.atMax = waiting-d.unpark > room
 		start(waiting-d.unpark, false)
 		waiting -= d.unpark + d.start - before
 	}

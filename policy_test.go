@@ -42,7 +42,7 @@ func TestPolicy(t *testing.T) {
 				quiet(0),
 				{now: at(20), busy: 5, processes: 5, queued: 25, idleCores: 2, begun: 5},
 			},
-			want: decision{start: 15, startParked: 0}, // MaxServers 20
+			want: decision{start: 15, startParked: 0, atMax: true}, // MaxServers 20
 		},
 		{
 			name:    "children already starting count against what waits",
@@ -95,7 +95,7 @@ func TestPolicy(t *testing.T) {
 			steps: []observation{
 				{now: at(0), busy: 5, parked: 2, processes: 7, queued: 27, idleCores: 0.3, blocked: 5, sampled: 5, begun: 100},
 			},
-			want: decision{unpark: 2, start: 13}, // to MaxServers
+			want: decision{unpark: 2, start: 13, atMax: true}, // to MaxServers
 		},
 		{
 			name:    "I/O-bound pool that serves everyone: stays, no parking",
@@ -130,7 +130,7 @@ func TestPolicy(t *testing.T) {
 			steps: []observation{
 				{now: at(0), busy: 20, processes: 20, queued: 9, idleCores: 1.5, begun: 10},
 			},
-			want: decision{},
+			want: decision{atMax: true},
 		},
 		{
 			name:    "MaxServers reached, children whose clients are idle: ask them to let go",
@@ -138,7 +138,7 @@ func TestPolicy(t *testing.T) {
 			steps: []observation{
 				{now: at(0), busy: 20, idleClients: 6, processes: 20, queued: 9, idleCores: 1.5, begun: 10},
 			},
-			want: decision{contend: 6},
+			want: decision{contend: 6, atMax: true},
 		},
 		{
 			name:    "MaxServers reached: ask no more children than connections wait",
@@ -146,7 +146,7 @@ func TestPolicy(t *testing.T) {
 			steps: []observation{
 				{now: at(0), busy: 20, idleClients: 6, processes: 20, queued: 2, idleCores: 1.5, begun: 10},
 			},
-			want: decision{contend: 2},
+			want: decision{contend: 2, atMax: true},
 		},
 		{
 			name:    "room to grow: idle clients keep their children, new children take what waits",
@@ -162,7 +162,7 @@ func TestPolicy(t *testing.T) {
 			steps: []observation{
 				{now: at(0), busy: 18, idleClients: 6, processes: 18, queued: 5, idleCores: 1.5, begun: 10},
 			},
-			want: decision{start: 2, contend: 3},
+			want: decision{start: 2, contend: 3, atMax: true},
 		},
 		{
 			name:    "children on their way out still count against MaxServers",
@@ -170,7 +170,7 @@ func TestPolicy(t *testing.T) {
 			steps: []observation{
 				{now: at(0), busy: 15, processes: 19, queued: 9, idleCores: 1.5, begun: 10},
 			},
-			want: decision{start: 1},
+			want: decision{start: 1, atMax: true},
 		},
 		{
 			name:    "surplus spares all through the window: a few retire",

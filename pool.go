@@ -51,6 +51,14 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 	ms.enforceLeaveDeadline()
 	o := ms.observe()
 	d := ms.policy.decide(o)
+	ms.counted(func(p *Stats) {
+		p.Queued = o.queued
+		p.MaxQueued = max(p.MaxQueued, o.queued)
+		if d.atMax && !ms.atMax {
+			p.MaxServersReached++
+		}
+	})
+	ms.atMax = d.atMax
 	if d != (decision{}) {
 		ms.log.Debug("prefork: resizing the pool",
 			"start", d.start, "start_parked", d.startParked, "unpark", d.unpark, "park", d.park, "retire", d.retire, "contend", d.contend,

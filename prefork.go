@@ -104,6 +104,13 @@
 // ShutdownTimeout), and everywhere they notice the end of their status
 // socket.
 //
+// # Watching
+//
+// Manager.Stats returns a snapshot of the pool: its children and what each
+// does, the listener's queue, and the children started and exited, by
+// reason. SIGUSR1 logs it; ManagerHooks.ChildStarted and ChildExited report
+// each start and exit.
+//
 // # Faults
 //
 // A panic in a hook is recovered and ends that child with a *PanicError;

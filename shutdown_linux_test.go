@@ -16,9 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// runInProcess runs a pool whose master is this test process. Not for
+// runMasterHere runs a pool whose master is this test process. Not for
 // parallel tests: it sets the environment that the children inherit.
-func runInProcess(t *testing.T, ctx context.Context, cfg helperConfig) (*prefork.Manager, *pool, func() error) {
+func runMasterHere(t *testing.T, ctx context.Context, cfg helperConfig, adjust ...func(*prefork.Manager)) (*prefork.Manager, *pool, func() error) {
 	t.Helper()
 	cfg.Events = filepath.Join(t.TempDir(), "events")
 	cfg.Quiet = true
@@ -27,6 +27,9 @@ func runInProcess(t *testing.T, ctx context.Context, cfg helperConfig) (*prefork
 	t.Setenv(envHelper, "1")
 	t.Setenv(envConfig, string(js))
 	m := newHelperManager(cfg)
+	for _, f := range adjust {
+		f(m)
+	}
 	var runErr error
 	done := make(chan struct{})
 	go func() { runErr = m.Run(ctx); close(done) }()
@@ -53,7 +56,7 @@ func runInProcess(t *testing.T, ctx context.Context, cfg helperConfig) (*prefork
 func myChildren() []int { return processes(func(ppid, _ int) bool { return ppid == os.Getpid() }) }
 
 func TestShutdownWaitsForRequestInFlight(t *testing.T) {
-	m, p, wait := runInProcess(t, context.Background(), helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2})
+	m, p, wait := runMasterHere(t, context.Background(), helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2})
 	c := p.dial()
 	c.send("sleep 300ms")
 	p.waitEvent("child", "ProcessRequest")
@@ -69,7 +72,7 @@ func TestShutdownWaitsForRequestInFlight(t *testing.T) {
 }
 
 func TestShutdownDeadlineKillsChildren(t *testing.T) {
-	m, p, wait := runInProcess(t, context.Background(), helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1, ShutdownTimeout: time.Hour})
+	m, p, wait := runMasterHere(t, context.Background(), helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1, ShutdownTimeout: time.Hour})
 	c := p.dial()
 	c.send("hang")
 	p.waitEvent("child", "ProcessRequest")
@@ -86,7 +89,7 @@ func TestShutdownDeadlineKillsChildren(t *testing.T) {
 
 // RestartChildren and Close return at once; Run then does what they ask.
 func TestRestartChildrenFromAGoroutineAndClose(t *testing.T) {
-	m, p, wait := runInProcess(t, context.Background(), helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2})
+	m, p, wait := runMasterHere(t, context.Background(), helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2})
 	before := myChildren()
 	m.RestartChildren()
 	p.waitFor("new children", func() bool {

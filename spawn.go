@@ -99,6 +99,12 @@ func (ms *master) started(c *child, err error) {
 	c.pid = c.proc.Pid
 	ms.board.SetPID(c.slot, c.pid)
 	ms.log.Debug("prefork: child started", "pid", c.pid)
+	ms.counted(func(p *Stats) { p.Started++ })
+	if hook := ms.cfg.hooks.ChildStarted; hook != nil {
+		if perr := guard("ChildStarted", func() error { hook(c.pid); return nil }); perr != nil {
+			logPanic(ms.log, perr)
+		}
+	}
 	if c.phase == killed { // killed before it had started
 		c.proc.Kill()
 	}

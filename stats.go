@@ -1,0 +1,231 @@
+package prefork
+
+import (
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prefork-go/prefork/internal/board"
+)
+
+// Stats is a snapshot of a running pool, from Manager.Stats.
+type Stats struct {
+	// Time is when the master last looked at its pool: at every change of
+	// a child, and every 20 ms while children are busy.
+	Time time.Time
+	// Network and Addr are the listener's (Addr with the port bound).
+	Network, Addr string
+	// Limits are the pool's limits in force.
+	Limits Limits
+	// Stopping says that a graceful stop has begun.
+	Stopping bool
+	// Children are the master's children, oldest first.
+	Children []ChildStats
+	// Queued is how many connections wait in the listener's queue (for
+	// datagrams, 1 if any waits), and MaxQueued the most seen; -1 where
+	// the queue cannot be read (Unix stream sockets, reuse-port mode,
+	// systems other than Linux). The queue is read only while children
+	// are busy, so that an idle pool costs nothing.
+	Queued, MaxQueued int
+	// Requests counts the requests that children have begun, ever.
+	Requests uint64
+	// Started counts the children started, ever.
+	Started uint64
+	// Exits counts the children that have exited, by why.
+	Exits map[ExitReason]uint64
+	// MaxServersReached counts the times connections waited and the pool
+	// would have started children, but had MaxServers already.
+	MaxServersReached uint64
+}
+
+// Limits are the pool's size limits; see the Manager fields of the same
+// names.
+type Limits struct {
+	MinServers, MaxServers           int
+	MinSpareServers, MaxSpareServers int
+	MaxRequests                      int
+}
+
+// ChildStats is one child in a Stats snapshot.
+type ChildStats struct {
+	PID   int // 0 while its process is being started
+	State ChildState
+	// Served counts the requests it has finished.
+	Served int
+	// Started is when the master started it.
+	Started time.Time
+	// BusySince is when the master first saw the request in hand; zero
+	// unless State is ChildBusy.
+	BusySince time.Time
+}
+
+// ChildState is what a child does, as the master sees it.
+type ChildState string
+
+// A child's states.
+const (
+	ChildStarting ChildState = "starting" // started, not ready yet
+	ChildIdle     ChildState = "idle"     // ready, waits for a request
+	ChildBusy     ChildState = "busy"     // serves a request
+	ChildParked   ChildState = "parked"   // ready and spare, out of the listener's queue
+	ChildLeaving  ChildState = "leaving"  // leaves by itself: MaxRequests, or an error
+	ChildRetiring ChildState = "retiring" // told to leave: surplus, or replaced by a restart
+	ChildStopping ChildState = "stopping" // leaves with the pool
+	ChildTimedOut ChildState = "timed out"
+	ChildKilled   ChildState = "killed"
+)
+
+// ExitReason is why a child exited.
+type ExitReason string
+
+// Why children exit.
+const (
+	ExitStopped        ExitReason = "stopped"         // the pool stopped
+	ExitRetired        ExitReason = "retired"         // surplus: more spare children than MaxSpareServers
+	ExitRestarted      ExitReason = "restarted"       // replaced by RestartChildren
+	ExitMaxRequests    ExitReason = "max requests"    // served MaxRequests
+	ExitRequestTimeout ExitReason = "request timeout" // overran RequestTimeout, and was stopped
+	ExitStartFailed    ExitReason = "start failed"    // exited before it was ready: Initialize failed, or StartTimeout passed
+	ExitSick           ExitReason = "sick"            // could not accept for lack of descriptors or memory
+	ExitCrashed        ExitReason = "crashed"         // exited by itself with an error or a nonzero status: a panic, say
+	ExitSignaled       ExitReason = "signaled"        // killed by a signal the master did not send; SIGKILL is often the OOM killer
+	ExitKilled         ExitReason = "killed"          // killed by the master: it did not stop in time
+)
+
+// Stats returns a snapshot of the pool that Run runs in this process's
+// master. It is safe from any goroutine, hooks included, and cheap: it
+// copies what the master published at its last look, and makes no system
+// call. Without a running master it returns the zero Stats.
+func (m *Manager) Stats() Stats {
+	ms := m.master(false)
+	if ms == nil {
+		return Stats{}
+	}
+	return ms.stats.snapshot()
+}
+
+// statsBoard is what the master publishes for Stats: its loop writes it,
+// under mu, at the end of each look; Stats copies it.
+type statsBoard struct {
+	mu  sync.Mutex
+	pub Stats
+}
+
+func (b *statsBoard) snapshot() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.pub
+	s.Children = append([]ChildStats(nil), b.pub.Children...)
+	s.Exits = make(map[ExitReason]uint64, len(b.pub.Exits))
+	for r, n := range b.pub.Exits {
+		s.Exits[r] = n
+	}
+	return s
+}
+
+// publish writes the master's view for Stats. It runs on the loop, which
+// owns everything it reads; the board it reads is shared memory.
+func (ms *master) publish(now time.Time) {
+	b := &ms.stats
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := &b.pub
+	p.Time = now
+	p.Stopping = ms.stopping
+	p.Requests = ms.begunGone
+	p.Children = p.Children[:0]
+	for _, c := range ms.children {
+		state, served, begun := ms.board.State(c.slot)
+		p.Requests += begun
+		cs := ChildStats{PID: c.pid, State: c.state(state), Served: served, Started: c.started}
+		if cs.State == ChildBusy {
+			cs.BusySince = c.busySince
+		}
+		p.Children = append(p.Children, cs)
+	}
+}
+
+// state names what c does; board is its slot's state.
+func (c *child) state(boardState uint32) ChildState {
+	switch c.phase {
+	case starting:
+		return ChildStarting
+	case serving:
+		if boardState == board.Busy {
+			return ChildBusy
+		}
+		return ChildIdle
+	case parked:
+		return ChildParked
+	case leaving:
+		return ChildLeaving
+	case retiring:
+		return ChildRetiring
+	case stopping:
+		return ChildStopping
+	case timedOut:
+		return ChildTimedOut
+	}
+	return ChildKilled
+}
+
+// counted adds to the master's totals; the next publish shows them.
+func (ms *master) counted(f func(p *Stats)) {
+	ms.stats.mu.Lock()
+	defer ms.stats.mu.Unlock()
+	f(&ms.stats.pub)
+}
+
+// exitReason says why child c exited, with err from its Wait.
+func (ms *master) exitReason(c *child, err error) ExitReason {
+	switch {
+	case c.phase == timedOut || !c.terminated.IsZero(): // then killed, if it did not stop
+		return ExitRequestTimeout
+	case !c.ready():
+		return ExitStartFailed
+	case c.phase == killed:
+		return ExitKilled
+	case strings.HasPrefix(c.failed, errSick.Error()):
+		return ExitSick
+	case killedBySignal(err):
+		return ExitSignaled
+	case err != nil || c.failed != "":
+		return ExitCrashed
+	}
+	switch c.phase {
+	case stopping:
+		return ExitStopped
+	case retiring:
+		if c.generation < ms.generation {
+			return ExitRestarted
+		}
+		return ExitRetired
+	case leaving:
+		return ExitMaxRequests
+	}
+	return ExitCrashed // left unannounced
+}
+
+// logStats writes the snapshot in one line, on SIGUSR1.
+func (ms *master) logStats() {
+	s := ms.stats.snapshot()
+	counts := map[ChildState]int{}
+	for _, c := range s.Children {
+		counts[c.State]++
+	}
+	states := make([]any, 0, len(counts))
+	for _, st := range []ChildState{ChildStarting, ChildIdle, ChildBusy, ChildParked, ChildLeaving, ChildRetiring, ChildStopping, ChildTimedOut, ChildKilled} {
+		if counts[st] > 0 {
+			states = append(states, slog.Int(strings.ReplaceAll(string(st), " ", "_"), counts[st]))
+		}
+	}
+	exits := make([]any, 0, len(s.Exits))
+	for r, n := range s.Exits {
+		exits = append(exits, slog.Uint64(strings.ReplaceAll(string(r), " ", "_"), n))
+	}
+	ms.log.Info("prefork: stats",
+		"children", len(s.Children), slog.Group("states", states...),
+		"queued", s.Queued, "max_queued", s.MaxQueued, "requests", s.Requests,
+		"started", s.Started, slog.Group("exits", exits...), "max_servers_reached", s.MaxServersReached)
+}
