@@ -229,7 +229,7 @@ func TestHooksAreCalledInOrder(t *testing.T) {
 	}
 	assert.Equal(t, []string{
 		"PreBind", "PostBind", "PreSignalSetup", "PostSignalSetup", "PreInitChildren",
-		"PostInitChildren", "PreLoop", "Signal", "PreServerClose",
+		"ChildStarted", "PostInitChildren", "PreLoop", "Signal", "ChildExited", "PreServerClose",
 	}, master)
 	assert.Equal(t, []string{
 		"Initialize",
