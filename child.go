@@ -37,6 +37,7 @@ type worker struct {
 	park atomic.Bool // the master sent Park, and no Unpark since
 
 	contention contention // the master's asks to let the client go (see Request.Contended)
+	inHand     inHand     // the request being served, for the slow log
 
 	// The child's phase changes only in setPhase, under mu; serve reads
 	// it without the lock.
@@ -317,6 +318,10 @@ func (w *worker) serveOne(r *Request) error {
 		w.contention.begin(r.seq)
 		r.waiter = w.waiter
 		defer w.waiter.Helpers(0)
+	}
+	if w.cfg.slowRequest > 0 {
+		w.inHand.begin(r, uint32(w.served)+1)
+		defer w.inHand.end()
 	}
 	err := w.handle(r)
 	w.served++

@@ -32,6 +32,7 @@ type config struct {
 	minSpare, maxSpare     int
 	maxRequests, jitter    int
 	requestTimeout         time.Duration
+	slowRequest            time.Duration
 	shutdownTimeout        time.Duration
 	startTimeout           time.Duration // 0: none
 	childMaxProcs          int
@@ -76,6 +77,7 @@ func (m *Manager) config(listen bool) (config, error) {
 		maxRequests:     m.MaxRequests,
 		jitter:          m.MaxRequestsJitter,
 		requestTimeout:  m.RequestTimeout,
+		slowRequest:     m.SlowRequest,
 		shutdownTimeout: m.ShutdownTimeout,
 		startTimeout:    m.StartTimeout,
 		childMaxProcs:   m.ChildMaxProcs,
@@ -93,7 +95,7 @@ func (m *Manager) config(listen bool) (config, error) {
 		{"MinSpareServers", int64(m.MinSpareServers)}, {"MaxSpareServers", int64(m.MaxSpareServers)},
 		{"MaxRequests", int64(m.MaxRequests)}, {"Backlog", int64(m.Backlog)},
 		{"ShutdownTimeout", int64(m.ShutdownTimeout)}, {"MaxRequestsJitter", int64(m.MaxRequestsJitter)},
-		{"RequestTimeout", int64(m.RequestTimeout)},
+		{"RequestTimeout", int64(m.RequestTimeout)}, {"SlowRequest", int64(m.SlowRequest)},
 	} {
 		if f.value < 0 {
 			return c, invalid("Manager.%s is negative (%d); use 0 for the default or a positive value", f.name, f.value)

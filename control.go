@@ -143,6 +143,8 @@ func (w *worker) readRecords() {
 			w.waiter.Wake() // its next wait sees a connection that waits
 		case rec.Kind == wire.Contended:
 			w.contention.signal(rec.Served)
+		case rec.Kind == wire.Slow:
+			w.logSlow(rec.Served)
 		}
 	}
 }

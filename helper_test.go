@@ -79,6 +79,7 @@ type helperConfig struct {
 	OwnSignals                                bool // NoSignals, and the program takes SIGTERM itself: Shutdown in the master, nothing in a child
 	InProcessFirst                            bool // the master runs the Child in process for one request before Run (an InProcess event)
 	ConnGoroutine                             int  // ProcessRequest serves the connection from a goroutine of its own; 2: and declares it (ConnGoroutines)
+	SlowRequest                               time.Duration
 }
 
 func helperMain() int {
@@ -175,6 +176,7 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 		MaxRequests:       cfg.MaxRequests,
 		MaxRequestsJitter: cfg.Jitter,
 		RequestTimeout:    cfg.RequestTimeout,
+		SlowRequest:       cfg.SlowRequest,
 		ChildMaxProcs:     cfg.ChildMaxProcs,
 		ChildTimerSlack:   cfg.ChildTimerSlack,
 		ShutdownTimeout:   cfg.ShutdownTimeout,

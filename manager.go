@@ -63,6 +63,15 @@ type Manager struct {
 	// forever. Zero means no limit.
 	RequestTimeout time.Duration
 
+	// SlowRequest, when positive, is how long a request may run before
+	// its child logs the stacks of all its goroutines, once per request,
+	// at level Warn with its pid, the client's address and how long the
+	// request has run, as PHP-FPM's slow log does: what a slow handler was
+	// doing, without stopping it. The master notices within 20 ms; the
+	// dump stops the child's goroutines for a moment. Zero means no slow
+	// log.
+	SlowRequest time.Duration
+
 	// StartTimeout bounds a child's start, from its exec to its first
 	// request, Initialize included (default 1 minute; negative: no
 	// limit). A child not ready by then is killed and counts as a failed

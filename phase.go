@@ -52,6 +52,7 @@ type child struct {
 	waits      uint32    // the board's count of waits for the client, when last seen
 	waitSince  time.Time // when the master first saw the current wait
 	contended  uint32    // the wait during which the child was asked to let its client go
+	slow       uint64    // the request (board count) the child was asked to log as slow
 	cmd        *exec.Cmd
 	status     *os.File // the master's end of the status socket
 }

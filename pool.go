@@ -59,6 +59,7 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 		}
 	})
 	ms.atMax = d.atMax
+	ms.reportSlow(o.now)
 	if d != (decision{}) {
 		ms.log.Debug("prefork: resizing the pool",
 			"start", d.start, "start_parked", d.startParked, "unpark", d.unpark, "park", d.park, "retire", d.retire, "contend", d.contend,
@@ -77,6 +78,22 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 		ms.board.Arm(when)
 	}
 	return timer
+}
+
+// reportSlow asks each child whose request has run for SlowRequest to log
+// its stacks, once per request. c.busySince is when the master first saw
+// the request: at most a look, 20 ms, late.
+func (ms *master) reportSlow(now time.Time) {
+	if ms.cfg.slowRequest <= 0 {
+		return
+	}
+	for _, c := range ms.children {
+		if c.busySince.IsZero() || c.slow == c.begun || now.Sub(c.busySince) < ms.cfg.slowRequest {
+			continue
+		}
+		c.slow = c.begun
+		ms.sendRecord(c, wire.Record{Kind: wire.Slow, Served: uint32(c.begun)}) // the child compares 32 bits
+	}
 }
 
 // contend asks up to n children whose clients are idle to let them go (see

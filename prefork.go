@@ -109,7 +109,8 @@
 // Manager.Stats returns a snapshot of the pool: its children and what each
 // does, the listener's queue, and the children started and exited, by
 // reason. SIGUSR1 logs it; ManagerHooks.ChildStarted and ChildExited report
-// each start and exit.
+// each start and exit. Manager.SlowRequest makes a child log its goroutines'
+// stacks when a request runs too long.
 //
 // # Faults
 //

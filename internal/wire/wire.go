@@ -32,12 +32,12 @@
 // bytes and a big-endian uint32: the child's count of requests served (for
 // logs; the scoreboard's count is the one the master uses), or for Failed
 // the length of the text that follows, or for Contended the number of
-// requests the child had begun.
+// requests the child had begun, and so for Slow.
 // Children send Idle once, when they are ready; Busy when they take a
 // request while the master has armed the scoreboard's alarm (the
 // scoreboard, not records, says who is idle or busy); Retiring; and Failed,
 // followed by the error's text. The master sends Retire, Stop, Park,
-// Unpark, Look and Contended. End of file
+// Unpark, Look, Contended and Slow. End of file
 // on the socket means the peer is gone: for the master, that the child died;
 // for the child, that the master died.
 package wire
@@ -115,12 +115,16 @@ const (
 	// client go if it only holds the connection. Served is the number of
 	// requests the child had begun, which names the request meant.
 	Contended
-	maxKind = Contended
+	// Slow is sent by the master to a child whose request has run for
+	// Manager.SlowRequest: log the stacks of its goroutines. Served names
+	// the request, as for Contended.
+	Slow
+	maxKind = Slow
 )
 
 // FromMaster reports whether only the master sends records of kind k.
 func (k Kind) FromMaster() bool {
-	return k == Retire || k == Stop || k == Park || k == Unpark || k == Look || k == Contended
+	return k == Retire || k == Stop || k == Park || k == Unpark || k == Look || k == Contended || k == Slow
 }
 
 // MaxText bounds the text of a Failed record.
@@ -148,6 +152,8 @@ func (k Kind) String() string {
 		return "look"
 	case Contended:
 		return "contended"
+	case Slow:
+		return "slow"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -13,7 +13,7 @@ import (
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
 	for _, rec := range []Record{
-		{Kind: Idle}, {Kind: Busy, Served: 1}, {Kind: Retiring, Served: 1<<32 - 1}, {Kind: Retire}, {Kind: Stop}, {Kind: Park}, {Kind: Unpark}, {Kind: Look}, {Kind: Contended, Served: 7},
+		{Kind: Idle}, {Kind: Busy, Served: 1}, {Kind: Retiring, Served: 1<<32 - 1}, {Kind: Retire}, {Kind: Stop}, {Kind: Park}, {Kind: Unpark}, {Kind: Look}, {Kind: Contended, Served: 7}, {Kind: Slow, Served: 9},
 	} {
 		var b [RecordSize]byte
 		got, err := Decode(Encode(&b, rec))
