@@ -25,6 +25,9 @@ const (
 // config is a Manager's settings with defaults applied and checked. Run
 // works on it and never writes to the Manager.
 type config struct {
+	// ceiling is MaxServers at the start: the scoreboard's size, which
+	// SetLimits cannot exceed. minServers and the other limits may change.
+	ceiling                int
 	network, addr          string
 	reusePort              bool
 	backlog                int
@@ -126,6 +129,7 @@ func (m *Manager) config(listen bool) (config, error) {
 	if c.minSpare > c.maxServers {
 		return c, invalid("MinSpareServers (%d) is greater than MaxServers (%d): the pool could never keep that many children idle", c.minSpare, c.maxServers)
 	}
+	c.ceiling = c.maxServers
 	switch {
 	case c.childTimerSlack == 0:
 		c.childTimerSlack = DefaultChildTimerSlack

@@ -48,6 +48,7 @@ type master struct {
 	events   chan event
 	askMu    sync.Mutex
 	asked    []SignalAction // by Manager's methods, for the loop
+	limits   *Limits        // by SetLimits, for the loop; the newest wins
 	askWake  chan struct{}  // a buffer of one: the loop has asks to read
 	done     chan struct{}  // closed when Run returns
 	watchers sync.WaitGroup
@@ -91,6 +92,11 @@ func (ms *master) ask(a SignalAction) {
 	ms.askMu.Lock()
 	ms.asked = append(ms.asked, a)
 	ms.askMu.Unlock()
+	ms.wake()
+}
+
+// wake makes the loop read the asks.
+func (ms *master) wake() {
 	select {
 	case ms.askWake <- struct{}{}:
 	default: // the loop will read this ask with the others
@@ -141,7 +147,8 @@ func (ms *master) run() error {
 	}
 	ms.counted(func(p *Stats) {
 		p.Network, p.Addr = handed.Network, handed.Addr
-		p.Limits = Limits{cfg.minServers, cfg.maxServers, cfg.minSpare, cfg.maxSpare, cfg.maxRequests}
+		p.Limits = Limits{cfg.minServers, cfg.maxServers, cfg.minSpare, cfg.maxSpare}
+		p.MaxRequests = cfg.maxRequests
 	})
 
 	if err := callHook("PreSignalSetup", hooks.PreSignalSetup, ctx); err != nil {
@@ -149,7 +156,7 @@ func (ms *master) run() error {
 	}
 	signals := make(chan os.Signal, 4)
 	if !cfg.noSignals {
-		signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
+		signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTTIN, syscall.SIGTTOU)
 		defer signal.Stop(signals)
 	}
 	if err := callHook("PostSignalSetup", hooks.PostSignalSetup, ctx); err != nil {
@@ -239,8 +246,14 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		case ev := <-ms.events:
 			ms.handle(ev)
 		case sig := <-signals:
-			if sig == syscall.SIGUSR1 {
+			switch sig {
+			case syscall.SIGUSR1:
 				ms.logStats()
+				continue
+			case syscall.SIGTTIN, syscall.SIGTTOU:
+				if !ms.stopping {
+					ms.stepSize(sig.(syscall.Signal))
+				}
 				continue
 			}
 			decide := hooks.Signal
@@ -298,9 +311,12 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 // takeAsks acts on what Manager's methods asked.
 func (ms *master) takeAsks() {
 	ms.askMu.Lock()
-	asked := ms.asked
-	ms.asked = nil
+	asked, limits := ms.asked, ms.limits
+	ms.asked, ms.limits = nil, nil
 	ms.askMu.Unlock()
+	if limits != nil && !ms.stopping {
+		ms.setLimits(*limits)
+	}
 	for _, a := range asked {
 		ms.log.Info("prefork: asked", "action", a.String())
 		ms.stop(a, nil)

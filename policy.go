@@ -224,6 +224,13 @@ func (p *policy) decide(o observation) decision {
 		d.park = max(serving-p.minServers, 0)
 	}
 
+	// More children than MaxServers, which SetLimits lowered: the spare
+	// ones leave now, busy ones as they become spare.
+	if over := active - p.maxServers; over > 0 {
+		d.retire = min(over, idle+o.parked)
+		d.park = 0
+	}
+
 	// Surplus: more spare children than MaxSpareServers all through the
 	// window, and more children than MinServers.
 	spareNow := idle + o.parked
@@ -233,7 +240,7 @@ func (p *policy) decide(o observation) decision {
 	p.leastSpare = min(p.leastSpare, spareNow)
 	if o.now.Sub(p.windowStart) >= retireInterval {
 		surplus := min(p.leastSpare-p.maxSpare, active-p.minServers, retireStep)
-		if surplus > 0 && d.start+d.startParked+d.unpark == 0 {
+		if surplus > d.retire && d.start+d.startParked+d.unpark == 0 {
 			d.retire = surplus
 			d.park = max(d.park-surplus, 0)
 		}

@@ -165,6 +165,22 @@ func TestPolicy(t *testing.T) {
 			want: decision{start: 2, contend: 3, atMax: true},
 		},
 		{
+			name:    "MaxServers lowered below the pool: spare children leave now",
+			canPark: true,
+			steps: []observation{
+				{now: at(0), idle: 2, parked: 2, busy: 20, processes: 24, queued: 0, idleCores: 1.5, begun: 10},
+			},
+			want: decision{retire: 4},
+		},
+		{
+			name:    "MaxServers lowered below the pool, every child busy: none leaves yet",
+			canPark: true,
+			steps: []observation{
+				{now: at(0), busy: 24, processes: 24, queued: 0, idleCores: 1.5, begun: 10},
+			},
+			want: decision{},
+		},
+		{
 			name:    "children on their way out still count against MaxServers",
 			canPark: true,
 			steps: []observation{

@@ -109,7 +109,9 @@
 // Manager.Stats returns a snapshot of the pool: its children and what each
 // does, the listener's queue, and the children started and exited, by
 // reason. SIGUSR1 logs it; ManagerHooks.ChildStarted and ChildExited report
-// each start and exit. Manager.SlowRequest makes a child log its goroutines'
+// each start and exit. Manager.SetLimits changes the pool's size limits
+// while it runs, and SIGTTIN and SIGTTOU add one child to MinServers or take
+// one away. Manager.SlowRequest makes a child log its goroutines'
 // stacks when a request runs too long.
 //
 // # Faults

@@ -16,8 +16,10 @@ type Stats struct {
 	Time time.Time
 	// Network and Addr are the listener's (Addr with the port bound).
 	Network, Addr string
-	// Limits are the pool's limits in force.
-	Limits Limits
+	// Limits are the pool's size limits in force (see Manager.SetLimits),
+	// and MaxRequests the requests a child serves before it is replaced.
+	Limits      Limits
+	MaxRequests int
 	// Stopping says that a graceful stop has begun.
 	Stopping bool
 	// Children are the master's children, oldest first.
@@ -40,11 +42,10 @@ type Stats struct {
 }
 
 // Limits are the pool's size limits; see the Manager fields of the same
-// names.
+// names, and Manager.SetLimits.
 type Limits struct {
 	MinServers, MaxServers           int
 	MinSpareServers, MaxSpareServers int
-	MaxRequests                      int
 }
 
 // ChildStats is one child in a Stats snapshot.

@@ -126,7 +126,7 @@ func writeText(out io.Writer, s prefork.Stats, full bool) {
 	if s.Stopping {
 		fmt.Fprintf(w, "stopping:\tyes\n")
 	}
-	fmt.Fprintf(w, "limits:\tservers %d..%d, spare %d..%d, max requests %d\n", l.MinServers, l.MaxServers, l.MinSpareServers, l.MaxSpareServers, l.MaxRequests)
+	fmt.Fprintf(w, "limits:\tservers %d..%d, spare %d..%d, max requests %d\n", l.MinServers, l.MaxServers, l.MinSpareServers, l.MaxSpareServers, s.MaxRequests)
 	fmt.Fprintf(w, "children:\t%d (%s)\n", len(s.Children), strings.Join(byState, ", "))
 	fmt.Fprintf(w, "listen queue:\t%s (max %s)\n", queue(s.Queued), queue(s.MaxQueued))
 	fmt.Fprintf(w, "requests:\t%d\n", s.Requests)
@@ -172,7 +172,7 @@ func writeMetrics(w io.Writer, s prefork.Stats, openMetrics bool) {
 	gauge("prefork_max_servers", "The most number of children.", l.MaxServers)
 	gauge("prefork_min_spare_servers", "The least number of spare children.", l.MinSpareServers)
 	gauge("prefork_max_spare_servers", "The most number of spare children.", l.MaxSpareServers)
-	gauge("prefork_max_requests", "Requests a child serves before it is replaced; 0: no limit.", l.MaxRequests)
+	gauge("prefork_max_requests", "Requests a child serves before it is replaced; 0: no limit.", s.MaxRequests)
 
 	family("prefork_children", "gauge", "Children, by state.")
 	counts := countStates(s)

@@ -22,7 +22,7 @@ func fixture() prefork.Stats {
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	return prefork.Stats{
 		Time: now, Network: "tcp", Addr: "127.0.0.1:9000",
-		Limits: prefork.Limits{MinServers: 2, MaxServers: 8, MinSpareServers: 1, MaxSpareServers: 4, MaxRequests: 100},
+		Limits: prefork.Limits{MinServers: 2, MaxServers: 8, MinSpareServers: 1, MaxSpareServers: 4}, MaxRequests: 100,
 		Children: []prefork.ChildStats{
 			{PID: 101, State: prefork.ChildBusy, Served: 7, Started: now.Add(-time.Minute), BusySince: now.Add(-1500 * time.Millisecond)},
 			{PID: 102, State: prefork.ChildIdle, Served: 3, Started: now.Add(-time.Minute)},
