@@ -199,6 +199,7 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 			ChildExited: func(pid int, reason prefork.ExitReason, _ error) {
 				rec.add("ChildExited", fmt.Sprintf("%d %s", pid, reason))
 			},
+			PoolResized: func(n int) { rec.add("PoolResized", strconv.Itoa(n)) },
 			Signal: func(sig os.Signal, stopping bool) prefork.SignalAction {
 				rec.add("Signal", sig.String())
 				if cfg.RestartOnHUP && sig == syscall.SIGHUP {

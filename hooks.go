@@ -90,8 +90,8 @@ type Shutdowner interface {
 // Threading: all hooks run on the goroutine that called Manager.Run in the
 // master, which also runs the pool; a hook that blocks delays spawning and
 // the handling of children's exits, and one that calls Shutdown waits for
-// itself. None is called in a child. ChildStarted and ChildExited run at
-// every start and exit: keep them short (count, log, send on a buffered
+// itself. None is called in a child. ChildStarted, ChildExited and
+// PoolResized run at every start and exit: keep them short (count, log, send on a buffered
 // channel); a panic in them is logged and the pool goes on.
 type ManagerHooks struct {
 	// PreBind runs before the master binds its listener.
@@ -132,6 +132,11 @@ type ManagerHooks struct {
 	// ChildExited runs when the master has reaped a child: why it exited,
 	// and how (its exit status, or nil for status 0).
 	ChildExited func(pid int, reason ExitReason, err error)
+	// PoolResized runs when the number of children has changed (children
+	// being started count), once the master has handled what changed it:
+	// starts and exits that come together are reported once, with the new
+	// number; the last report, at the end of a stop, is 0.
+	PoolResized func(children int)
 }
 
 // SignalAction is what the master does after a signal.

@@ -229,7 +229,7 @@ func TestHooksAreCalledInOrder(t *testing.T) {
 	}
 	assert.Equal(t, []string{
 		"PreBind", "PostBind", "PreSignalSetup", "PostSignalSetup", "PreInitChildren",
-		"ChildStarted", "PostInitChildren", "PreLoop", "Signal", "ChildExited", "PreServerClose",
+		"PoolResized", "ChildStarted", "PostInitChildren", "PreLoop", "Signal", "ChildExited", "PoolResized", "PreServerClose",
 	}, master)
 	assert.Equal(t, []string{
 		"Initialize",

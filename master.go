@@ -70,6 +70,7 @@ type master struct {
 	alarmAt   time.Time // when a child last set off the board's alarm
 	load      loadView  // what the master last saw of the machine
 	atMax     bool      // connections waited that MaxServers kept from being served
+	reported  int       // the number of children PoolResized last reported
 	stats     statsBoard
 }
 
@@ -225,6 +226,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	for !ms.stopping || len(ms.children) > 0 {
 		spawnTimer = ms.maintain(spawnTimer)
 		ms.publish(time.Now())
+		ms.reportSize()
 		if ms.watching {
 			watchTick.Reset(watchInterval)
 		} else {
@@ -295,6 +297,8 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		}
 	}
 	ms.watchers.Wait()
+	ms.publish(time.Now())
+	ms.reportSize() // none left
 	if hooks.PreServerClose != nil {
 		err := guard("PreServerClose", func() error { hooks.PreServerClose(context.WithoutCancel(ms.ctx)); return nil })
 		if err != nil {

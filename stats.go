@@ -147,6 +147,18 @@ func (ms *master) publish(now time.Time) {
 	}
 }
 
+// reportSize calls PoolResized if the number of children has changed.
+func (ms *master) reportSize() {
+	hook := ms.cfg.hooks.PoolResized
+	if hook == nil || len(ms.children) == ms.reported {
+		return
+	}
+	ms.reported = len(ms.children)
+	if err := guard("PoolResized", func() error { hook(ms.reported); return nil }); err != nil {
+		logPanic(ms.log, err)
+	}
+}
+
 // state names what c does; board is its slot's state.
 func (c *child) state(boardState uint32) ChildState {
 	switch c.phase {
