@@ -62,7 +62,7 @@ type observation struct {
 	processes int
 	// queued is the number of connections that wait in the listener's
 	// queue (for datagrams: 1 if any waits), -1 if it cannot be known
-	// (a Unix stream socket, reuse-port mode).
+	// (reuse-port mode, systems other than Linux).
 	queued int
 	// idleCores is how many of the machine's cores were idle lately, on
 	// average; -1 if unknown.

@@ -60,7 +60,8 @@
 //
 // The queue, the CPU and the children's states are read on Linux; children
 // are parked only where the master shares its listener with them and can
-// read its queue (TCP and UDP, not Unix sockets or reuse-port mode).
+// read its queue (TCP, UDP and Unix sockets, not reuse-port mode; a Unix
+// stream socket's queue is read through the kernel's socket diagnostics).
 // Elsewhere the pool keeps MinSpareServers idle children that take
 // requests, and grows when none is left.
 //

@@ -26,8 +26,8 @@ type Stats struct {
 	Children []ChildStats
 	// Queued is how many connections wait in the listener's queue (for
 	// datagrams, 1 if any waits), and MaxQueued the most seen; -1 where
-	// the queue cannot be read (Unix stream sockets, reuse-port mode,
-	// systems other than Linux). The queue is read only while children
+	// the queue cannot be read (reuse-port mode, systems other than
+	// Linux). The queue is read only while children
 	// are busy, so that an idle pool costs nothing.
 	Queued, MaxQueued int
 	// Requests counts the requests that children have begun, ever.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -125,15 +126,24 @@ func TestStatsCountRequestTimeouts(t *testing.T) {
 }
 
 func TestStatsCountMaxServersReached(t *testing.T) {
-	m, p, _ := runMasterHere(t, context.Background(), helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1})
-	held := p.dial()
-	held.send("sleep 2s")
-	p.waitEvent("child", "ProcessRequest")
-	waiting := p.dial() // queued: the only child is busy, and the pool cannot grow
-	defer waiting.conn.Close()
-	s := eventually(t, m, "MaxServers reached", func(s prefork.Stats) bool { return s.MaxServersReached >= 1 })
-	assert.GreaterOrEqual(t, s.MaxQueued, 1)
-	held.conn.Close()
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			cfg := helperConfig{Network: network, Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1}
+			if network == "unix" {
+				cfg.Addr = filepath.Join(t.TempDir(), "s")
+			}
+			m, p, _ := runMasterHere(t, context.Background(), cfg)
+			p.network = network
+			held := p.dial()
+			held.send("sleep 2s")
+			p.waitEvent("child", "ProcessRequest")
+			waiting := p.dial() // queued: the only child is busy, and the pool cannot grow
+			defer waiting.conn.Close()
+			s := eventually(t, m, "MaxServers reached", func(s prefork.Stats) bool { return s.MaxServersReached >= 1 })
+			assert.GreaterOrEqual(t, s.MaxQueued, 1, "the queue is read")
+			held.conn.Close()
+		})
+	}
 }
 
 // syncBuffer is a bytes.Buffer for a log handler that several goroutines

@@ -15,12 +15,12 @@ import (
 
 // Queued returns how many connections wait in a listening socket's accept
 // queue, or for a datagram socket 1 if a datagram waits (the kernel counts
-// bytes there, not datagrams). It returns -1 where it cannot tell: a Unix
-// socket, or an error.
+// bytes there, not datagrams). It returns -1 where it cannot tell: an
+// error, or a kernel without the socket diagnostics of Unix sockets.
 func Queued(fd int, network string) int {
 	switch {
-	case IsUnix(network):
-		return -1
+	case network == "unix":
+		return unixQueued(fd)
 	case IsPacket(network):
 		n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
 		if err != nil {

@@ -40,10 +40,36 @@ func TestQueued(t *testing.T) {
 	}
 	assert.Equal(t, 1, Queued(pfd, "udp"), "something waits; datagrams are not counted")
 
-	u, _, err := Listen("unix", t.TempDir()+"/s", 16, false)
+	path := t.TempDir() + "/s"
+	u, _, err := Listen("unix", path, 16, false)
 	require.NoError(t, err)
 	defer u.Close()
-	assert.Equal(t, -1, Queued(int(rawFD(t, u)), "unix"), "not known")
+	ufd := int(rawFD(t, u))
+	assert.Equal(t, 0, Queued(ufd, "unix"))
+	for range 2 {
+		c, err := net.Dial("unix", path)
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	assert.Equal(t, 2, Queued(ufd, "unix"), "read through the kernel's socket diagnostics")
+
+	g, gaddr, err := Listen("unixgram", t.TempDir()+"/g", 0, false)
+	require.NoError(t, err)
+	defer g.Close()
+	gfd := int(rawFD(t, g))
+	assert.Equal(t, 0, Queued(gfd, "unixgram"))
+	gc, err := net.Dial("unixgram", gaddr.String())
+	require.NoError(t, err)
+	defer gc.Close()
+	_, err = gc.Write([]byte("datagram"))
+	require.NoError(t, err)
+	assert.Equal(t, 1, Queued(gfd, "unixgram"))
+}
+
+// A netlink reply that is not the one asked for reads as unknown.
+func TestParseUnixDiag(t *testing.T) {
+	assert.Equal(t, -1, parseUnixDiag(nil, 1))
+	assert.Equal(t, -1, parseUnixDiag(make([]byte, 40), 1), "no header")
 }
 
 // The machine's CPU times move, and idle time is part of the total.
