@@ -92,6 +92,7 @@ func (ms *master) reportSlow(now time.Time) {
 			continue
 		}
 		c.slow = c.begun
+		ms.counted(func(p *Stats) { p.SlowRequests++ })
 		ms.sendRecord(c, wire.Record{Kind: wire.Slow, Served: uint32(c.begun)}) // the child compares 32 bits
 	}
 }

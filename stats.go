@@ -39,6 +39,8 @@ type Stats struct {
 	// MaxServersReached counts the times connections waited and the pool
 	// would have started children, but had MaxServers already.
 	MaxServersReached uint64
+	// SlowRequests counts the requests that ran for Manager.SlowRequest.
+	SlowRequests uint64
 }
 
 // Limits are the pool's size limits; see the Manager fields of the same
@@ -240,5 +242,6 @@ func (ms *master) logStats() {
 	ms.log.Info("prefork: stats",
 		"children", len(s.Children), slog.Group("states", states...),
 		"queued", s.Queued, "max_queued", s.MaxQueued, "requests", s.Requests,
-		"started", s.Started, slog.Group("exits", exits...), "max_servers_reached", s.MaxServersReached)
+		"started", s.Started, slog.Group("exits", exits...), "max_servers_reached", s.MaxServersReached,
+		"slow_requests", s.SlowRequests)
 }

@@ -133,6 +133,7 @@ func writeText(out io.Writer, s prefork.Stats, full bool) {
 	fmt.Fprintf(w, "children started:\t%d\n", s.Started)
 	fmt.Fprintf(w, "children exited:\t%s\n", cmp.Or(strings.Join(exits, ", "), "none"))
 	fmt.Fprintf(w, "max servers reached:\t%d\n", s.MaxServersReached)
+	fmt.Fprintf(w, "slow requests:\t%d\n", s.SlowRequests)
 	if !full {
 		return
 	}
@@ -190,6 +191,7 @@ func writeMetrics(w io.Writer, s prefork.Stats, openMetrics bool) {
 	counter("prefork_requests_total", "Requests begun by children.", s.Requests)
 	counter("prefork_children_started_total", "Children started.", s.Started)
 	counter("prefork_max_servers_reached_total", "Times connections waited while the pool had MaxServers children.", s.MaxServersReached)
+	counter("prefork_slow_requests_total", "Requests that ran for Manager.SlowRequest.", s.SlowRequests)
 	family("prefork_child_exits_total", "counter", "Children exited, by reason.")
 	for _, r := range reasons {
 		fmt.Fprintf(w, "prefork_child_exits_total{reason=%q} %d\n", strings.ReplaceAll(string(r), " ", "_"), s.Exits[r])

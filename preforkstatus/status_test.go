@@ -31,6 +31,7 @@ func fixture() prefork.Stats {
 		Queued: 2, MaxQueued: 5, Requests: 11, Started: 5,
 		Exits:             map[prefork.ExitReason]uint64{prefork.ExitMaxRequests: 1, prefork.ExitSignaled: 1},
 		MaxServersReached: 1,
+		SlowRequests:      2,
 	}
 }
 
@@ -119,6 +120,7 @@ func checkFamilies(t *testing.T, families map[string]*dto.MetricFamily) {
 	assert.Equal(t, 1.0, value("prefork_child_exits_total", "reason", "signaled"))
 	assert.Equal(t, 0.0, value("prefork_child_exits_total", "reason", "crashed"))
 	assert.Equal(t, 1.0, value("prefork_max_servers_reached_total"))
+	assert.Equal(t, 2.0, value("prefork_slow_requests_total"))
 }
 
 func TestJSON(t *testing.T) {
