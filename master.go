@@ -59,7 +59,6 @@ type master struct {
 	nextSpawn    time.Time // no start before this, after failures
 	stopping     bool
 	intakeClosed bool  // the listener takes no new connections: the pool stops
-	generation   int   // RestartChildren replaces the children of earlier ones
 	restarting   bool  // some children are due for replacement
 	stopErr      error // what Run returns
 
@@ -143,6 +142,7 @@ func (ms *master) run() error {
 		p.Network, p.Addr = handed.Network, handed.Addr
 		p.Limits = Limits{cfg.minServers, cfg.maxServers, cfg.minSpare, cfg.maxSpare, cfg.maxRequests}
 	})
+	ms.warnRecycling()
 
 	if err := callHook("PreSignalSetup", hooks.PreSignalSetup, ctx); err != nil {
 		return err
