@@ -53,6 +53,8 @@ type worker struct {
 	announced   bool   // the master knows the child is ready
 	buf         [wire.RecordSize]byte
 	spurious    int // wake-ups that found no request
+	// rssAt is when the child last read its resident set size.
+	rssAt time.Time
 	// watcherBefore is 1 if os/signal's watcher goroutine ran before Run.
 	watcherBefore int
 
@@ -166,6 +168,7 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	if err := w.initialize(); err != nil {
 		return err
 	}
+	w.noteRSS()
 	err = w.serve()
 	w.report(board.Leaving)
 	// A child that leaves a socket of its own serves what is queued on it,
@@ -325,6 +328,7 @@ func (w *worker) serveOne(r *Request) error {
 	}
 	err := w.handle(r)
 	w.served++
+	w.noteRSS()
 	return err
 }
 

@@ -34,6 +34,7 @@ type config struct {
 	minServers, maxServers int
 	minSpare, maxSpare     int
 	maxRequests, jitter    int
+	recycle                recycling
 	requestTimeout         time.Duration
 	slowRequest            time.Duration
 	shutdownTimeout        time.Duration
@@ -103,6 +104,10 @@ func (m *Manager) config(listen bool) (config, error) {
 		if f.value < 0 {
 			return c, invalid("Manager.%s is negative (%d); use 0 for the default or a positive value", f.name, f.value)
 		}
+	}
+	var err error
+	if c.recycle, err = m.recycling(); err != nil {
+		return c, err
 	}
 	if c.newChild == nil {
 		return c, invalid("Manager.NewChild is nil; set it to a function that returns your Child")

@@ -37,6 +37,16 @@ func TestBadConfigurationIsRefusedBeforeAnythingStarts(t *testing.T) {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", ShutdownTimeout: -1}, "ShutdownTimeout is negative"},
 		"ChildTimerSlack above a second": {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", ChildTimerSlack: 2 * time.Second}, "ChildTimerSlack is 2s"},
+		"negative MaxLifetime": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxLifetime: -time.Second}, "MaxLifetime is negative (-1s)"},
+		"MaxLifetime in nanoseconds": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxLifetime: 3600}, "MaxLifetime is 3.6µs"},
+		"negative MaxLifetimeJitter": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxLifetime: time.Hour, MaxLifetimeJitter: -1}, "MaxLifetimeJitter is negative"},
+		"negative MaxChildMemory": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxChildMemory: -1}, "MaxChildMemory is negative"},
+		"MaxChildMemory in MiB": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxChildMemory: 512}, "MaxChildMemory is 512 bytes"},
 		"min above max": {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: 8, MaxServers: 4}, "MinServers (8) is greater than MaxServers (4)"},
 		"min spare above max spare": {

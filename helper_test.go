@@ -80,6 +80,8 @@ type helperConfig struct {
 	InProcessFirst                            bool // the master runs the Child in process for one request before Run (an InProcess event)
 	ConnGoroutine                             int  // ProcessRequest serves the connection from a goroutine of its own; 2: and declares it (ConnGoroutines)
 	SlowRequest                               time.Duration
+	MaxLifetime                               time.Duration
+	MaxChildMemory                            int64
 }
 
 func helperMain() int {
@@ -175,6 +177,8 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 		MaxSpareServers:   cfg.MaxSpare,
 		MaxRequests:       cfg.MaxRequests,
 		MaxRequestsJitter: cfg.Jitter,
+		MaxLifetime:       cfg.MaxLifetime,
+		MaxChildMemory:    cfg.MaxChildMemory,
 		RequestTimeout:    cfg.RequestTimeout,
 		SlowRequest:       cfg.SlowRequest,
 		ChildMaxProcs:     cfg.ChildMaxProcs,
@@ -239,13 +243,15 @@ func (r recorder) add(hook, detail string) {
 
 // testChild serves a line protocol: "pid" answers the child's pid; "sleep D"
 // sleeps D (or until ctx ends) and answers "slept" or "cancelled";
-// "stopping" answers once Request.Stopping is closed; anything else is
-// echoed. It records every hook.
+// "stopping" answers once Request.Stopping is closed; "alloc N" takes N
+// MiB more of memory and keeps it; anything else is echoed. It records
+// every hook.
 type testChild struct {
 	cfg     helperConfig
 	rec     recorder
 	leaking bool
 	leaked  []*os.File // kept, so that no finalizer closes them
+	held    [][]byte   // what "alloc" took
 }
 
 func (c *testChild) Initialize(context.Context) error {
@@ -387,6 +393,17 @@ func (c *testChild) serveConn(ctx context.Context, r *prefork.Request) error {
 				}
 			}()
 			continue
+		case "alloc":
+			n, err := strconv.Atoi(arg)
+			if err != nil {
+				return err
+			}
+			b := make([]byte, n<<20)
+			for i := 0; i < len(b); i += 4096 { // a page counts once it is touched
+				b[i] = 1
+			}
+			c.held = append(c.held, b)
+			reply = "allocated"
 		case "leak": // from now on, the child leaks every descriptor it can (see PostProcessRequest)
 			c.leaking = true
 			reply = "leaked"

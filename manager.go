@@ -55,6 +55,41 @@ type Manager struct {
 	// retire at once. Zero means none.
 	MaxRequestsJitter int
 
+	// MaxLifetime is how long a child serves, from its start, before it
+	// is replaced: it finishes the request in hand and exits, as after
+	// MaxRequests. Zero means no limit; less than a second is refused.
+	// The master replaces such children as RestartChildren does, a few at
+	// a time: it retires one only while MinServers other children are
+	// ready, and starts the replacement first where it must and can (below
+	// MaxServers; a pool at MaxServers retires one child at a time before
+	// replacing it). The master checks lifetimes when it looks at the
+	// pool, at least once a second, and while children fail to start it
+	// replaces none but at the pace of its back-off, so a child may serve
+	// somewhat longer. Stats counts these exits as ExitMaxLifetime.
+	MaxLifetime time.Duration
+
+	// MaxLifetimeJitter adds a random 0..MaxLifetimeJitter to each
+	// child's MaxLifetime, so that children started together are not all
+	// due at once. Zero means none.
+	MaxLifetimeJitter time.Duration
+
+	// MaxChildMemory is, on Linux, the most memory a child may hold, in
+	// bytes of its resident set size (RSS), which counts the pages it
+	// shares, such as the program's code (a few MiB for a small Go
+	// program). A child that has grown past it finishes its request and
+	// is replaced as with MaxLifetime: the defence against handlers that
+	// leak slowly. Each child reads its RSS when it is ready and after a
+	// request, at most once a second (never while it waits), and puts it
+	// on the scoreboard, where the master compares it and Stats shows it;
+	// a child that grows within a request is caught after it. Zero means
+	// no limit; less than 1 MiB is refused (it counts bytes: 512<<20 is
+	// 512 MiB). Where the RSS cannot be read (systems other than Linux,
+	// or no /proc) it is ignored, and the master logs a warning. Stats
+	// counts these exits as ExitMemoryLimit. It is no bound on a request
+	// that allocates fast: for that, see the kernel's memory limits
+	// (cgroups, RLIMIT_AS).
+	MaxChildMemory int64
+
 	// RequestTimeout bounds one request, when positive. The request's ctx
 	// carries that deadline, and its connection's reads and writes fail
 	// half a second after it; a child still busy a second after the

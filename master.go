@@ -60,7 +60,6 @@ type master struct {
 	nextSpawn    time.Time // no start before this, after failures
 	stopping     bool
 	intakeClosed bool  // the listener takes no new connections: the pool stops
-	generation   int   // RestartChildren replaces the children of earlier ones
 	restarting   bool  // some children are due for replacement
 	stopErr      error // what Run returns
 
@@ -151,6 +150,7 @@ func (ms *master) run() error {
 		p.Limits = Limits{cfg.minServers, cfg.maxServers, cfg.minSpare, cfg.maxSpare}
 		p.MaxRequests = cfg.maxRequests
 	})
+	ms.warnRecycling()
 
 	if err := callHook("PreSignalSetup", hooks.PreSignalSetup, ctx); err != nil {
 		return err

@@ -36,11 +36,14 @@ type child struct {
 	proc       *os.Process
 	slot       int
 	phase      phase
-	generation int    // the restart it was started in; older ones are replaced
 	startPhase phase  // serving, or parked: what it is once ready
 	failed     string // the error the child reported before it exited
+	// due is why the master replaces the child (a restart, MaxLifetime,
+	// MaxChildMemory); empty while it does not.
+	due ExitReason
 
 	started    time.Time
+	expires    time.Time // when MaxLifetime makes it due; zero: never
 	readyAt    time.Time
 	begun      uint64    // the board's count of requests begun, when last seen
 	busySince  time.Time // when the master first saw the current request

@@ -1,6 +1,7 @@
 package prefork
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -149,13 +150,13 @@ func (ms *master) apply(d decision, timer <-chan time.Time) <-chan time.Time {
 	return timer
 }
 
-// pick moves up to n children that match to phase p, older generations
-// first, and returns how many it moved.
+// pick moves up to n children that match to phase p, those due for
+// replacement first, and returns how many it moved.
 func (ms *master) pick(n int, p phase, match func(*child) bool) int {
 	moved := 0
-	for _, old := range []bool{true, false} {
+	for _, due := range []bool{true, false} {
 		for _, c := range ms.children {
-			if moved < n && (c.generation < ms.generation) == old && match(c) {
+			if moved < n && (c.due != "") == due && match(c) {
 				ms.setPhase(c, p)
 				moved++
 			}
@@ -252,57 +253,62 @@ func (ms *master) enforceStartDeadline() {
 	}
 }
 
-// beginRestart begins a generation: replaceOld replaces the children of
-// earlier ones.
+// beginRestart marks every child due for replacement: replaceOld replaces
+// them.
 func (ms *master) beginRestart() {
 	if ms.stopping {
 		return
 	}
-	ms.generation++
 	n := 0
 	for _, c := range ms.children {
 		if c.active() {
+			c.due = cmp.Or(c.due, ExitRestarted)
 			n++
 		}
 	}
-	ms.restarting = n > 0
+	ms.restarting = ms.restarting || n > 0
 	ms.log.Info("prefork: restarting children", "children", n)
 }
 
-// replaceOld retires children of earlier generations, as many at a time as
-// MinSpareServers (at least one), and only while no replacement is still
-// starting: the pool keeps its capacity, and the shared socket keeps every
-// waiting connection for the children that go on.
+// replaceOld replaces the children that are due (a restart, MaxLifetime,
+// MaxChildMemory; see markDue), as many at a time as MinSpareServers (at
+// least one), and only while no replacement is still starting. A due
+// child is retired only while MinServers other children are ready: where
+// there are no more than that, replacements start first, and due children
+// retire as they become ready. A pool at MaxServers has no room for that:
+// there, one due child at a time retires before its replacement starts.
+// Idle and parked children retire first; a busy one finishes its request.
+// The shared socket keeps every waiting connection for the children that
+// go on.
 func (ms *master) replaceOld() {
-	if ms.stopping || !ms.restarting {
+	if ms.stopping {
 		return
 	}
-	leaving, remaining, batch := 0, 0, max(1, ms.cfg.minSpare)
+	ms.markDue(time.Now())
+	if !ms.restarting {
+		return
+	}
+	due, leaving := 0, 0
 	for _, c := range ms.children {
-		if c.generation < ms.generation && c.active() {
-			remaining++
+		switch {
+		case c.due == "":
+		case c.active():
+			due++
+		default:
+			leaving++
 		}
 	}
-	if ms.restarting = remaining > 0; !ms.restarting {
+	if ms.restarting = due > 0; !ms.restarting {
 		return
 	}
 	for _, c := range ms.children {
 		if c.phase == starting {
 			return // a replacement is starting
 		}
-		if c.generation < ms.generation && !c.active() {
-			leaving++
-		}
 	}
-	for _, c := range ms.children {
-		if leaving >= batch {
-			return
-		}
-		if c.generation < ms.generation && (c.phase == parked || ms.idle(c)) {
-			ms.setPhase(c, retiring)
-			leaving++
-		}
-	}
+	retire, start := replacing(due, leaving, ms.readyCount(), len(ms.children), ms.cfg)
+	ms.retireDue(retire)
+	ms.startAhead(start)
 }
 
 // enforceLeaveDeadline kills children that said they take no more

@@ -55,8 +55,11 @@
 // second, once more than MaxSpareServers of them have been spare for a
 // second. Idle children that take nothing for a second while connections
 // wait (stopped, say) are logged and do not count. A child exits after
-// MaxRequests requests and is replaced. A child that dies in any way is
-// replaced; the master itself runs no user code but its hooks.
+// MaxRequests requests and is replaced. One that has lived MaxLifetime, or
+// whose memory has grown past MaxChildMemory (Linux), finishes its request
+// and is replaced, a few at a time, as RestartChildren does. A child that
+// dies in any way is replaced; the master itself runs no user code but its
+// hooks.
 //
 // The queue, the CPU and the children's states are read on Linux; children
 // are parked only where the master shares its listener with them and can
@@ -107,13 +110,14 @@
 //
 // # Watching
 //
-// Manager.Stats returns a snapshot of the pool: its children and what each
-// does, the listener's queue, and the children started and exited, by
-// reason. SIGUSR1 logs it; ManagerHooks.ChildStarted and ChildExited report
-// each start and exit. Manager.SetLimits changes the pool's size limits
-// while it runs, and SIGTTIN and SIGTTOU add one child to MinServers or take
-// one away. Manager.SlowRequest makes a child log its goroutines'
-// stacks when a request runs too long.
+// Manager.Stats returns a snapshot of the pool: its children, what each
+// does and (on Linux) the memory it holds, the listener's queue, and the
+// children started and exited, by reason. SIGUSR1 logs it;
+// ManagerHooks.ChildStarted and ChildExited report each start and exit.
+// Manager.SetLimits changes the pool's size limits while it runs, and
+// SIGTTIN and SIGTTOU add one child to MinServers or take one away.
+// Manager.SlowRequest makes a child log its goroutines' stacks when a
+// request runs too long.
 //
 // # Faults
 //
@@ -134,8 +138,9 @@
 // prefork needs a Unix system. Linux is the supported target: the exclusive
 // wake-up of one child per connection, the parent-death signal and the
 // re-execution of the master's own binary file through /proc/self/exe,
-// the waits that keep the P, and the pool's reading of the queue, the CPU
-// and the children's states are Linux-only. The package builds on
+// the waits that keep the P, the pool's reading of the queue, the CPU
+// and the children's states, and the children's memory (MaxChildMemory,
+// ChildStats.RSS) are Linux-only. The package builds on
 // macOS and the BSDs, where children poll the listener (all idle children
 // wake for each connection) with ordinary system calls, notice a dead
 // master only through their status socket, and a respawn runs the file at

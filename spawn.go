@@ -67,7 +67,8 @@ func (ms *master) spawn(startPhase phase) error {
 	if ms.listener != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, ms.listener) // fd 5
 	}
-	c := &child{slot: slot, cmd: cmd, status: status, started: time.Now(), generation: ms.generation, startPhase: startPhase}
+	c := &child{slot: slot, cmd: cmd, status: status, started: time.Now(), startPhase: startPhase}
+	c.expires = ms.cfg.recycle.expiry(c.started)
 	if startPhase == parked {
 		ms.send(c, wire.Park) // read as soon as the child reads its socket
 	}

@@ -1,6 +1,7 @@
 package prefork
 
 import (
+	"cmp"
 	"log/slog"
 	"strings"
 	"sync"
@@ -61,6 +62,13 @@ type ChildStats struct {
 	// BusySince is when the master first saw the request in hand; zero
 	// unless State is ChildBusy.
 	BusySince time.Time
+	// RSS is the memory the child holds, in bytes: its resident set size,
+	// the pages it shares with other processes (the program's code)
+	// included. The child reads it when it is ready and after a request,
+	// at most once a second, so it may be a second old, or older if the
+	// child has been idle since. Zero means unknown: not read yet, or a
+	// system other than Linux.
+	RSS int64
 }
 
 // ChildState is what a child does, as the master sees it.
@@ -73,7 +81,7 @@ const (
 	ChildBusy     ChildState = "busy"     // serves a request
 	ChildParked   ChildState = "parked"   // ready and spare, out of the listener's queue
 	ChildLeaving  ChildState = "leaving"  // leaves by itself: MaxRequests, or an error
-	ChildRetiring ChildState = "retiring" // told to leave: surplus, or replaced by a restart
+	ChildRetiring ChildState = "retiring" // told to leave: surplus, or replaced (a restart, MaxLifetime, MaxChildMemory)
 	ChildStopping ChildState = "stopping" // leaves with the pool
 	ChildTimedOut ChildState = "timed out"
 	ChildKilled   ChildState = "killed"
@@ -88,6 +96,8 @@ const (
 	ExitRetired        ExitReason = "retired"         // surplus: more spare children than MaxSpareServers
 	ExitRestarted      ExitReason = "restarted"       // replaced by RestartChildren
 	ExitMaxRequests    ExitReason = "max requests"    // served MaxRequests
+	ExitMaxLifetime    ExitReason = "max lifetime"    // lived MaxLifetime, and was replaced
+	ExitMemoryLimit    ExitReason = "memory limit"    // grew past MaxChildMemory, and was replaced
 	ExitRequestTimeout ExitReason = "request timeout" // overran RequestTimeout, and was stopped
 	ExitStartFailed    ExitReason = "start failed"    // exited before it was ready: Initialize failed, or StartTimeout passed
 	ExitSick           ExitReason = "sick"            // could not accept for lack of descriptors or memory
@@ -141,7 +151,7 @@ func (ms *master) publish(now time.Time) {
 	for _, c := range ms.children {
 		state, served, begun := ms.board.State(c.slot)
 		p.Requests += begun
-		cs := ChildStats{PID: c.pid, State: c.state(state), Served: served, Started: c.started}
+		cs := ChildStats{PID: c.pid, State: c.state(state), Served: served, Started: c.started, RSS: ms.board.RSS(c.slot)}
 		if cs.State == ChildBusy {
 			cs.BusySince = c.busySince
 		}
@@ -212,10 +222,7 @@ func (ms *master) exitReason(c *child, err error) ExitReason {
 	case stopping:
 		return ExitStopped
 	case retiring:
-		if c.generation < ms.generation {
-			return ExitRestarted
-		}
-		return ExitRetired
+		return cmp.Or(c.due, ExitRetired)
 	case leaving:
 		return ExitMaxRequests
 	}

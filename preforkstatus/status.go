@@ -88,7 +88,7 @@ var states = []prefork.ChildState{
 // reasons is the order in which the page lists exit reasons.
 var reasons = []prefork.ExitReason{
 	prefork.ExitStopped, prefork.ExitRetired, prefork.ExitRestarted, prefork.ExitMaxRequests,
-	prefork.ExitRequestTimeout, prefork.ExitStartFailed, prefork.ExitSick, prefork.ExitCrashed,
+	prefork.ExitMaxLifetime, prefork.ExitMemoryLimit, prefork.ExitRequestTimeout, prefork.ExitStartFailed, prefork.ExitSick, prefork.ExitCrashed,
 	prefork.ExitSignaled, prefork.ExitKilled,
 }
 
@@ -137,13 +137,16 @@ func writeText(out io.Writer, s prefork.Stats, full bool) {
 	if !full {
 		return
 	}
-	fmt.Fprintf(w, "\npid\tstate\tserved\tstarted\tbusy for\n")
+	fmt.Fprintf(w, "\npid\tstate\tserved\tstarted\tbusy for\trss\n")
 	for _, c := range s.Children {
-		busy := "-"
+		busy, rss := "-", "-"
 		if !c.BusySince.IsZero() {
 			busy = s.Time.Sub(c.BusySince).Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(w, "%d\t%s\t%d\t%s\t%s\n", c.PID, c.State, c.Served, c.Started.Format(time.RFC3339), busy)
+		if c.RSS > 0 {
+			rss = fmt.Sprintf("%.1f MiB", float64(c.RSS)/(1<<20))
+		}
+		fmt.Fprintf(w, "%d\t%s\t%d\t%s\t%s\t%s\n", c.PID, c.State, c.Served, c.Started.Format(time.RFC3339), busy, rss)
 	}
 }
 

@@ -24,12 +24,12 @@ func fixture() prefork.Stats {
 		Time: now, Network: "tcp", Addr: "127.0.0.1:9000",
 		Limits: prefork.Limits{MinServers: 2, MaxServers: 8, MinSpareServers: 1, MaxSpareServers: 4}, MaxRequests: 100,
 		Children: []prefork.ChildStats{
-			{PID: 101, State: prefork.ChildBusy, Served: 7, Started: now.Add(-time.Minute), BusySince: now.Add(-1500 * time.Millisecond)},
-			{PID: 102, State: prefork.ChildIdle, Served: 3, Started: now.Add(-time.Minute)},
+			{PID: 101, State: prefork.ChildBusy, Served: 7, Started: now.Add(-time.Minute), BusySince: now.Add(-1500 * time.Millisecond), RSS: 12<<20 + 300<<10},
+			{PID: 102, State: prefork.ChildIdle, Served: 3, Started: now.Add(-time.Minute), RSS: 9 << 20},
 			{PID: 103, State: prefork.ChildParked, Started: now.Add(-time.Second)},
 		},
 		Queued: 2, MaxQueued: 5, Requests: 11, Started: 5,
-		Exits:             map[prefork.ExitReason]uint64{prefork.ExitMaxRequests: 1, prefork.ExitSignaled: 1},
+		Exits:             map[prefork.ExitReason]uint64{prefork.ExitMaxRequests: 1, prefork.ExitMemoryLimit: 2, prefork.ExitSignaled: 1},
 		MaxServersReached: 1,
 		SlowRequests:      2,
 	}
@@ -119,6 +119,8 @@ func checkFamilies(t *testing.T, families map[string]*dto.MetricFamily) {
 	assert.Equal(t, 1.0, value("prefork_child_exits_total", "reason", "max_requests"))
 	assert.Equal(t, 1.0, value("prefork_child_exits_total", "reason", "signaled"))
 	assert.Equal(t, 0.0, value("prefork_child_exits_total", "reason", "crashed"))
+	assert.Equal(t, 2.0, value("prefork_child_exits_total", "reason", "memory_limit"))
+	assert.Equal(t, 0.0, value("prefork_child_exits_total", "reason", "max_lifetime"))
 	assert.Equal(t, 1.0, value("prefork_max_servers_reached_total"))
 	assert.Equal(t, 2.0, value("prefork_slow_requests_total"))
 }
@@ -147,12 +149,13 @@ func TestText(t *testing.T) {
 	assert.Contains(t, body, "children:")
 	assert.Contains(t, body, "3 (idle 1, busy 1, parked 1)")
 	assert.Contains(t, body, "2 (max 5)")
-	assert.Contains(t, body, "max requests 1, signaled 1")
+	assert.Contains(t, body, "max requests 1, memory limit 2, signaled 1")
 	assert.NotContains(t, body, "101", "one line per child only with ?full")
 
 	_, full := get(t, srv.URL+"/?full")
-	assert.Regexp(t, `101\s+busy\s+7\s+\S+\s+1.5s`, full)
-	assert.Regexp(t, `102\s+idle\s+3`, full)
+	assert.Regexp(t, `101\s+busy\s+7\s+\S+\s+1.5s\s+12.3 MiB\n`, full)
+	assert.Regexp(t, `102\s+idle\s+3\s+\S+\s+-\s+9.0 MiB\n`, full)
+	assert.Regexp(t, `103\s+parked\s+0\s+\S+\s+-\s+-\n`, full, "memory not known")
 }
 
 func TestNotRunningAndBadRequests(t *testing.T) {

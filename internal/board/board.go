@@ -9,8 +9,9 @@
 //
 // A slot is 32 bytes: the child's pid (written by the master, which keeps
 // its own record of which slots it gave), its state, its count of requests
-// served, whether it waits for its client, and the number of requests it
-// has begun (all written by the child). Every field is accessed
+// served, whether it waits for its client, the number of requests it has
+// begun, and its resident memory as it last read it (all written by the
+// child). Every field is accessed
 // atomically. One more slot, after the children's, holds the alarm: the
 // master arms it when it stops watching the board closely (nothing is
 // busy), or when the pool could grow and a child that takes the last idle
@@ -52,7 +53,7 @@ type slot struct {
 	waiting atomic.Int32  // the child's waits for its client in progress
 	begun   atomic.Uint64 // requests begun
 	waits   atomic.Uint32 // the child's waits for its client begun
-	_       uint32
+	rssKiB  atomic.Uint32 // the child's resident set size, in KiB; 0 unknown
 }
 
 // Board is a mapping of the shared table.
@@ -133,6 +134,7 @@ func (b *Board) Reset(i int) {
 	s.begun.Store(0)
 	s.waiting.Store(0)
 	s.waits.Store(0)
+	s.rssKiB.Store(0)
 	s.pid.Store(-1)
 }
 
@@ -183,6 +185,16 @@ func (b *Board) SetParked(i int, served int) {
 	s.served.Store(uint32(served))
 	s.state.Store(Parked)
 }
+
+// SetRSS records the resident set size of the child in slot i, in bytes.
+// The slot holds KiB, up to 4 TiB.
+func (b *Board) SetRSS(i int, bytes int64) {
+	b.slots[i].rssKiB.Store(uint32(min(max(bytes, 0)>>10, 1<<32-1)))
+}
+
+// RSS returns the resident set size of the child in slot i, in bytes, as
+// the child last recorded it; 0 if it has not.
+func (b *Board) RSS(i int) int64 { return int64(b.slots[i].rssKiB.Load()) << 10 }
 
 // Waiting returns the counters of slot i's waits for its client, in
 // progress and begun, which the child's connection keeps as it waits.

@@ -51,6 +51,12 @@ func TestTwoMappingsShareTheTable(t *testing.T) {
 	assert.Equal(t, uint32(1), waits)
 	assert.True(t, master.WaitsForClient(i))
 
+	assert.Zero(t, master.RSS(i), "not read yet")
+	child.SetRSS(i, 12<<20+4096)
+	assert.Equal(t, int64(12<<20+4096), master.RSS(i))
+	child.SetRSS(i, 5<<40)
+	assert.Equal(t, int64(1<<32-1)<<10, master.RSS(i), "capped at 4 TiB")
+
 	master.Release(i)
 	master.Reset(i)
 	state, served, _ = master.State(i)
@@ -58,6 +64,7 @@ func TestTwoMappingsShareTheTable(t *testing.T) {
 	assert.False(t, master.WaitsForClient(i), "a reused slot starts clean")
 	_, waits = master.ClientWait(i)
 	assert.Zero(t, waits, "a reused slot starts clean")
+	assert.Zero(t, master.RSS(i), "a reused slot starts clean")
 }
 
 // The alarm wakes the master once: only the first child to look after Arm
