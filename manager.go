@@ -85,7 +85,9 @@ type Manager struct {
 	// no limit; less than 1 MiB is refused (it counts bytes: 512<<20 is
 	// 512 MiB). Where the RSS cannot be read (systems other than Linux,
 	// or no /proc) it is ignored, and the master logs a warning. Stats
-	// counts these exits as ExitMemoryLimit. It is no bound on a request
+	// counts these exits as ExitMemoryLimit. A limit that a child passes
+	// before its first request would replace every child at once: the
+	// master then gives it up, with a warning. It is no bound on a request
 	// that allocates fast: for that, see the kernel's memory limits
 	// (cgroups, RLIMIT_AS).
 	MaxChildMemory int64

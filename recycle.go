@@ -77,6 +77,13 @@ func (ms *master) markDue(now time.Time) {
 		}
 		rss := ms.board.RSS(c.slot)
 		switch {
+		case ms.cfg.recycle.memory > 0 && rss > ms.cfg.recycle.memory && ms.begun(c) == 0:
+			// Over the cap before any request: so would every replacement
+			// be, one fork per request. The cap cannot work.
+			ms.log.Warn("prefork: MaxChildMemory is below what a child holds before its first request; ignoring it",
+				"max_child_memory", ms.cfg.recycle.memory, "rss", rss, "pid", c.pid)
+			ms.cfg.recycle.memory = 0
+			continue
 		case ms.cfg.recycle.memory > 0 && rss > ms.cfg.recycle.memory:
 			c.due = ExitMemoryLimit
 		case !c.expires.IsZero() && !now.Before(c.expires):
@@ -88,6 +95,12 @@ func (ms *master) markDue(now time.Time) {
 		ms.log.Info("prefork: child due for replacement", "pid", c.pid, "reason", string(c.due), "rss", rss,
 			"age", now.Sub(c.started).Round(time.Millisecond))
 	}
+}
+
+// begun returns how many requests child c has begun.
+func (ms *master) begun(c *child) uint64 {
+	_, _, begun := ms.board.State(c.slot)
+	return begun
 }
 
 // replacing decides how replaceOld goes on, given the children due for

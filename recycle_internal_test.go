@@ -83,6 +83,8 @@ func TestMarkDue(t *testing.T) {
 	oldParked := addChild(t, ms, parked, false, now.Add(-2*time.Hour))
 	big := addChild(t, ms, serving, false, now)
 	ms.board.SetRSS(big.slot, 65<<20)
+	ms.board.SetBusy(big.slot) // it grew serving a request
+	ms.board.SetIdle(big.slot, 1)
 	goes := addChild(t, ms, leaving, false, now.Add(-time.Hour)) // leaves anyway
 	early := addChild(t, ms, starting, false, now.Add(-time.Hour))
 	early.readyAt = time.Time{}
@@ -106,6 +108,18 @@ func TestMarkDue(t *testing.T) {
 	assert.Equal(t, ExitRetired, ms.exitReason(young, nil))
 	ms.beginRestart()
 	assert.Equal(t, ExitRetired, ms.exitReason(young, nil), "retired before the restart")
+}
+
+// A cap that a child passes before its first request would replace every
+// child at once, one fork per request: the master gives it up, and says so.
+func TestMemoryCapBelowAFreshChild(t *testing.T) {
+	t.Parallel()
+	ms := testMaster(t, config{minServers: 1, maxServers: 2, recycle: recycling{memory: 8 << 20}})
+	fresh := addChild(t, ms, serving, false, time.Now())
+	ms.board.SetRSS(fresh.slot, 9<<20)
+	ms.markDue(time.Now())
+	assert.Equal(t, ExitReason(""), fresh.due)
+	assert.Zero(t, ms.cfg.recycle.memory, "the cap is off")
 }
 
 // Each child gets a lifetime of its own, within the jitter.
