@@ -314,6 +314,8 @@ func (w *worker) serveQueue() {
 }
 
 func (w *worker) serveOne(r *Request) error {
+	ip, port, ok := ipPort(r.RemoteAddr)
+	w.board.SetRemote(w.slot, ip, port, ok) // before Busy: the master reads it then
 	w.report(board.Busy)
 	if r.Conn != nil {
 		r.seq = uint64(w.served) + 1 // the board's count of requests begun

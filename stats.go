@@ -3,6 +3,8 @@ package prefork
 import (
 	"cmp"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -59,9 +61,11 @@ type ChildStats struct {
 	Served int
 	// Started is when the master started it.
 	Started time.Time
-	// BusySince is when the master first saw the request in hand; zero
-	// unless State is ChildBusy.
+	// BusySince is when the master first saw the request in hand, and
+	// Remote its client's address (IP and port; empty for Unix sockets);
+	// zero unless State is ChildBusy.
 	BusySince time.Time
+	Remote    string
 	// RSS is the memory the child holds, in bytes: its resident set size,
 	// the pages it shares with other processes (the program's code)
 	// included. The child reads it when it is ready and after a request,
@@ -154,6 +158,9 @@ func (ms *master) publish(now time.Time) {
 		cs := ChildStats{PID: c.pid, State: c.state(state), Served: served, Started: c.started, RSS: ms.board.RSS(c.slot)}
 		if cs.State == ChildBusy {
 			cs.BusySince = c.busySince
+			if ip, port, ok := ms.board.Remote(c.slot); ok {
+				cs.Remote = netip.AddrPortFrom(netip.AddrFrom16(ip).Unmap(), port).String()
+			}
 		}
 		p.Children = append(p.Children, cs)
 	}
@@ -169,6 +176,22 @@ func (ms *master) reportSize() {
 	if err := guard("PoolResized", func() error { hook(ms.reported); return nil }); err != nil {
 		logPanic(ms.log, err)
 	}
+}
+
+// ipPort gives a client's address as the board keeps it.
+func ipPort(a net.Addr) (ip [16]byte, port uint16, ok bool) {
+	var nip net.IP
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		nip, port = a.IP, uint16(a.Port)
+	case *net.UDPAddr:
+		nip, port = a.IP, uint16(a.Port)
+	}
+	if nip = nip.To16(); nip == nil {
+		return ip, 0, false
+	}
+	copy(ip[:], nip)
+	return ip, port, true
 }
 
 // state names what c does; board is its slot's state.

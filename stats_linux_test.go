@@ -68,6 +68,7 @@ func TestStatsFollowThePool(t *testing.T) {
 	})
 	i := slices.IndexFunc(s.Children, func(c prefork.ChildStats) bool { return c.State == prefork.ChildBusy })
 	assert.WithinDuration(t, time.Now(), s.Children[i].BusySince, waitLimit)
+	assert.Equal(t, c.conn.LocalAddr().String(), s.Children[i].Remote, "the client it serves")
 	assert.GreaterOrEqual(t, s.Queued, 0, "a TCP listener's queue can be read")
 	reply, err := c.recv()
 	require.NoError(t, err)

@@ -137,16 +137,16 @@ func writeText(out io.Writer, s prefork.Stats, full bool) {
 	if !full {
 		return
 	}
-	fmt.Fprintf(w, "\npid\tstate\tserved\tstarted\tbusy for\trss\n")
+	fmt.Fprintf(w, "\npid\tstate\tserved\tstarted\tbusy for\tclient\trss\n")
 	for _, c := range s.Children {
-		busy, rss := "-", "-"
+		busy, client, rss := "-", cmp.Or(c.Remote, "-"), "-"
 		if !c.BusySince.IsZero() {
 			busy = s.Time.Sub(c.BusySince).Round(time.Millisecond).String()
 		}
 		if c.RSS > 0 {
 			rss = fmt.Sprintf("%.1f MiB", float64(c.RSS)/(1<<20))
 		}
-		fmt.Fprintf(w, "%d\t%s\t%d\t%s\t%s\t%s\n", c.PID, c.State, c.Served, c.Started.Format(time.RFC3339), busy, rss)
+		fmt.Fprintf(w, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n", c.PID, c.State, c.Served, c.Started.Format(time.RFC3339), busy, client, rss)
 	}
 }
 

@@ -24,7 +24,7 @@ func fixture() prefork.Stats {
 		Time: now, Network: "tcp", Addr: "127.0.0.1:9000",
 		Limits: prefork.Limits{MinServers: 2, MaxServers: 8, MinSpareServers: 1, MaxSpareServers: 4}, MaxRequests: 100,
 		Children: []prefork.ChildStats{
-			{PID: 101, State: prefork.ChildBusy, Served: 7, Started: now.Add(-time.Minute), BusySince: now.Add(-1500 * time.Millisecond), RSS: 12<<20 + 300<<10},
+			{PID: 101, State: prefork.ChildBusy, Served: 7, Started: now.Add(-time.Minute), BusySince: now.Add(-1500 * time.Millisecond), Remote: "127.0.0.1:50000", RSS: 12<<20 + 300<<10},
 			{PID: 102, State: prefork.ChildIdle, Served: 3, Started: now.Add(-time.Minute), RSS: 9 << 20},
 			{PID: 103, State: prefork.ChildParked, Started: now.Add(-time.Second)},
 		},
@@ -153,9 +153,9 @@ func TestText(t *testing.T) {
 	assert.NotContains(t, body, "101", "one line per child only with ?full")
 
 	_, full := get(t, srv.URL+"/?full")
-	assert.Regexp(t, `101\s+busy\s+7\s+\S+\s+1.5s\s+12.3 MiB\n`, full)
-	assert.Regexp(t, `102\s+idle\s+3\s+\S+\s+-\s+9.0 MiB\n`, full)
-	assert.Regexp(t, `103\s+parked\s+0\s+\S+\s+-\s+-\n`, full, "memory not known")
+	assert.Regexp(t, `101\s+busy\s+7\s+\S+\s+1.5s\s+127.0.0.1:50000\s+12.3 MiB\n`, full)
+	assert.Regexp(t, `102\s+idle\s+3\s+\S+\s+-\s+-\s+9.0 MiB\n`, full)
+	assert.Regexp(t, `103\s+parked\s+0\s+\S+\s+-\s+-\s+-\n`, full, "memory not known")
 }
 
 func TestNotRunningAndBadRequests(t *testing.T) {

@@ -22,6 +22,7 @@
 package board
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -40,7 +41,7 @@ const (
 	Parked                // the child waits, but not for requests: the master keeps it spare
 )
 
-const slotSize = 32
+const slotSize = 64
 
 // The table's layout is shared by processes: its size must not drift.
 var _ [slotSize - unsafe.Sizeof(slot{})]struct{}
@@ -54,6 +55,13 @@ type slot struct {
 	begun   atomic.Uint64 // requests begun
 	waits   atomic.Uint32 // the child's waits for its client begun
 	rssKiB  atomic.Uint32 // the child's resident set size, in KiB; 0 unknown
+
+	// The client of the request in hand, under a sequence lock: the
+	// child makes remoteSeq odd while it writes.
+	remoteSeq  atomic.Uint32
+	remotePort atomic.Uint32    // the port, and 1<<16 if the address is set
+	remoteIP   [2]atomic.Uint64 // IPv6, or IPv4 mapped into it
+	_          uint64           // to a cache line
 }
 
 // Board is a mapping of the shared table.
@@ -135,6 +143,7 @@ func (b *Board) Reset(i int) {
 	s.waiting.Store(0)
 	s.waits.Store(0)
 	s.rssKiB.Store(0)
+	s.remotePort.Store(0)
 	s.pid.Store(-1)
 }
 
@@ -190,6 +199,35 @@ func (b *Board) SetParked(i int, served int) {
 // The slot holds KiB, up to 4 TiB.
 func (b *Board) SetRSS(i int, bytes int64) {
 	b.slots[i].rssKiB.Store(uint32(min(max(bytes, 0)>>10, 1<<32-1)))
+}
+
+// SetRemote notes the client of slot i's request in hand: ip (16 bytes,
+// IPv4 mapped) and port; ok false for a client without an IP address.
+func (b *Board) SetRemote(i int, ip [16]byte, port uint16, ok bool) {
+	s := &b.slots[i]
+	s.remoteSeq.Add(1)
+	s.remoteIP[0].Store(binary.BigEndian.Uint64(ip[:8]))
+	s.remoteIP[1].Store(binary.BigEndian.Uint64(ip[8:]))
+	p := uint32(port)
+	if ok {
+		p |= 1 << 16
+	}
+	s.remotePort.Store(p)
+	s.remoteSeq.Add(1)
+}
+
+// Remote returns the client that slot i's child last noted; ok is false if
+// it has none, or is noting another just now.
+func (b *Board) Remote(i int) (ip [16]byte, port uint16, ok bool) {
+	s := &b.slots[i]
+	seq := s.remoteSeq.Load()
+	binary.BigEndian.PutUint64(ip[:8], s.remoteIP[0].Load())
+	binary.BigEndian.PutUint64(ip[8:], s.remoteIP[1].Load())
+	p := s.remotePort.Load()
+	if seq%2 == 1 || s.remoteSeq.Load() != seq {
+		return ip, 0, false
+	}
+	return ip, uint16(p), p&(1<<16) != 0
 }
 
 // RSS returns the resident set size of the child in slot i, in bytes, as

@@ -65,6 +65,32 @@ func TestTwoMappingsShareTheTable(t *testing.T) {
 	_, waits = master.ClientWait(i)
 	assert.Zero(t, waits, "a reused slot starts clean")
 	assert.Zero(t, master.RSS(i), "a reused slot starts clean")
+	child.SetRemote(i, [16]byte{15: 1}, 80, true)
+	master.Reset(i)
+	_, _, ok := master.Remote(i)
+	assert.False(t, ok, "a reused slot starts clean")
+}
+
+func TestRemote(t *testing.T) {
+	master, f, err := Create(2)
+	require.NoError(t, err)
+	defer master.Close()
+	defer f.Close()
+	child, err := Open(f, 2)
+	require.NoError(t, err)
+	defer child.Close()
+
+	_, _, ok := master.Remote(1)
+	assert.False(t, ok, "none yet")
+	ip := [16]byte{10: 0xff, 11: 0xff, 12: 127, 15: 1} // ::ffff:127.0.0.1
+	child.SetRemote(1, ip, 4242, true)
+	got, port, ok := master.Remote(1)
+	assert.True(t, ok)
+	assert.Equal(t, ip, got)
+	assert.Equal(t, uint16(4242), port)
+	child.SetRemote(1, [16]byte{}, 0, false) // a Unix socket's client
+	_, _, ok = master.Remote(1)
+	assert.False(t, ok)
 }
 
 // The alarm wakes the master once: only the first child to look after Arm
