@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +46,12 @@ type config struct {
 	logger                 *slog.Logger
 	newChild               func() Child
 	hooks                  ManagerHooks
+
+	// socket is a socket to serve that Run did not create, instead of
+	// binding network and addr: Manager.Listener, or the one systemd
+	// passed. The master learns its network and address as it adopts it.
+	socket     syscall.Conn
+	socketFrom string // which one, for messages
 }
 
 // requestLimit is how many requests one child serves: MaxRequests, plus a
@@ -71,7 +78,9 @@ func orDefault(v, def int) int {
 }
 
 // config checks m's settings and applies the defaults. Without listen,
-// Network and Addr are not checked: RunInProcess is given its socket.
+// Network and Addr are not checked: RunInProcess is given its socket, and
+// a child is handed its own. With listen, the master serves the socket it
+// is given (Manager.Listener, or systemd's) or else binds Addr.
 func (m *Manager) config(listen bool) (config, error) {
 	c := config{
 		network:         m.Network,
@@ -116,7 +125,11 @@ func (m *Manager) config(listen bool) (config, error) {
 		c.network = "tcp"
 	}
 	if listen {
-		if err := c.checkAddr(); err != nil {
+		err := c.takeSocket(m)
+		if err == nil && c.socket == nil {
+			err = c.checkAddr()
+		}
+		if err != nil {
 			return c, err
 		}
 	}

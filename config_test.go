@@ -3,11 +3,15 @@ package prefork_test
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prefork-go/prefork"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 type nopChild struct{}
@@ -17,6 +21,9 @@ func (nopChild) ProcessRequest(context.Context, *prefork.Request) error { return
 func TestBadConfigurationIsRefusedBeforeAnythingStarts(t *testing.T) {
 	t.Parallel()
 	newChild := func() prefork.Child { return nopChild{} }
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
 	cases := map[string]struct {
 		m    *prefork.Manager
 		want string // part of the message
@@ -30,6 +37,8 @@ func TestBadConfigurationIsRefusedBeforeAnythingStarts(t *testing.T) {
 		"no socket path": {&prefork.Manager{NewChild: newChild, Network: "unix"}, "path of the socket file"},
 		"reuse-port unix": {
 			&prefork.Manager{NewChild: newChild, Network: "unix", Addr: "/tmp/x.sock", ReusePort: true}, "TCP and UDP only"},
+		"reuse-port with a Listener": {
+			&prefork.Manager{NewChild: newChild, Listener: ln.(syscall.Conn), ReusePort: true}, "unset ReusePort"},
 		"negative MinServers": {&prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: -1}, "MinServers is negative"},
 		"negative MaxRequests": {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxRequests: -3}, "MaxRequests is negative"},
@@ -86,5 +95,31 @@ func TestSentinelTexts(t *testing.T) {
 	} {
 		assert.Equal(t, text, err.Error())
 		assert.True(t, errors.Is(err, err))
+	}
+}
+
+// A socket given to the master that it cannot serve is refused before a
+// child starts, with what it is.
+func TestListenerThatCannotBeServed(t *testing.T) {
+	t.Parallel()
+	file, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer file.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed.Close()
+	for name, c := range map[string]struct {
+		socket syscall.Conn
+		want   string
+	}{
+		"a file":            {file, "not a socket"},
+		"a closed listener": {closed.(syscall.Conn), "Manager.Listener"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := prefork.Manager{NewChild: func() prefork.Child { return nopChild{} }, Listener: c.socket}
+			err := m.Run(context.Background())
+			assert.ErrorContains(t, err, c.want)
+			assert.NotErrorIs(t, err, prefork.ErrInvalidConfig, "Addr is not needed")
+		})
 	}
 }

@@ -9,6 +9,7 @@ package prefork_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -82,6 +83,8 @@ type helperConfig struct {
 	SlowRequest                               time.Duration
 	MaxLifetime                               time.Duration
 	MaxChildMemory                            int64
+	NoAddr                                    bool   // Addr is left empty: the master is given its socket
+	ListenerName                              string // Manager.ListenerName
 }
 
 func helperMain() int {
@@ -164,12 +167,13 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 	if cfg.Quiet {
 		level = slog.LevelWarn
 	}
-	if cfg.Addr == "" {
+	if cfg.Addr == "" && !cfg.NoAddr {
 		cfg.Addr = "127.0.0.1:0"
 	}
 	return &prefork.Manager{
 		Network:           cfg.Network,
 		Addr:              cfg.Addr,
+		ListenerName:      cfg.ListenerName,
 		ReusePort:         cfg.ReusePort,
 		MinServers:        cfg.Min,
 		MaxServers:        cfg.Max,
@@ -244,7 +248,8 @@ func (r recorder) add(hook, detail string) {
 // testChild serves a line protocol: "pid" answers the child's pid; "sleep D"
 // sleeps D (or until ctx ends) and answers "slept" or "cancelled";
 // "stopping" answers once Request.Stopping is closed; "alloc N" takes N
-// MiB more of memory and keeps it; anything else is echoed. It records
+// MiB more of memory and keeps it; "getenv NAME" answers the child's
+// environment variable, or "(unset)"; anything else is echoed. It records
 // every hook.
 type testChild struct {
 	cfg     helperConfig
@@ -379,6 +384,12 @@ func (c *testChild) serveConn(ctx context.Context, r *prefork.Request) error {
 		case "stopping":
 			<-r.Stopping()
 			reply = "stopping"
+		case "getenv":
+			value, set := os.LookupEnv(arg)
+			reply = cmp.Or(value, "(empty)")
+			if !set {
+				reply = "(unset)"
+			}
 		case "hang": // a handler that ignores ctx
 			time.Sleep(time.Hour)
 		case "duplex": // another goroutine writes while this one reads on
@@ -477,6 +488,18 @@ func startPool(t *testing.T, cfg helperConfig) *pool {
 // startPoolNoWait starts a master and returns at once.
 func startPoolNoWait(t *testing.T, cfg helperConfig) *pool {
 	t.Helper()
+	return startPoolWith(t, cfg, func(env []string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), env...)
+		return cmd
+	})
+}
+
+// startPoolWith starts a master with the command that command makes,
+// which runs the test binary with env added to its environment, and
+// returns at once.
+func startPoolWith(t *testing.T, cfg helperConfig, command func(env []string) *exec.Cmd) *pool {
+	t.Helper()
 	dir := t.TempDir()
 	cfg.Events = filepath.Join(dir, "events")
 	js, err := json.Marshal(cfg)
@@ -489,8 +512,7 @@ func startPoolNoWait(t *testing.T, cfg helperConfig) *pool {
 	require.NoError(t, err)
 	defer logFile.Close()
 
-	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	p.cmd.Env = append(os.Environ(), envHelper+"=1", envConfig+"="+string(js))
+	p.cmd = command([]string{envHelper + "=1", envConfig + "=" + string(js)})
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, p.cmd.Start())

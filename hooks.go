@@ -94,10 +94,15 @@ type Shutdowner interface {
 // PoolResized run at every start and exit: keep them short (count, log, send on a buffered
 // channel); a panic in them is logged and the pool goes on.
 type ManagerHooks struct {
-	// PreBind runs before the master binds its listener.
+	// PreBind runs before the master binds its listener. It is not
+	// called when the master is given its socket (Manager.Listener, or
+	// systemd's): nothing is bound.
 	PreBind func(ctx context.Context) error
 	// PostBind runs once the listener is bound; addr is the bound address,
-	// with the port the system chose if Manager.Addr had port 0.
+	// with the port the system chose if Manager.Addr had port 0. For a
+	// socket given to the master, it runs once the master has taken it,
+	// with the address the socket is bound to: a program learns where it
+	// serves, and can drop privileges there either way.
 	PostBind func(ctx context.Context, addr net.Addr) error
 	// PreSignalSetup and PostSignalSetup run before and after the master
 	// starts catching SIGINT, SIGTERM and SIGHUP.

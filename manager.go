@@ -5,12 +5,14 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 )
 
 // A Manager runs a prefork server. Configure it, then call Run. Every field
-// is optional but NewChild and Addr; zero selects the default. Run never
-// writes to the Manager.
+// is optional but NewChild and Addr (or a socket given to serve: Listener,
+// or one systemd passed); zero selects the default. Run never writes to
+// the Manager.
 type Manager struct {
 	// Network is "tcp" (the default: IPv4 and IPv6), "tcp4", "tcp6",
 	// "udp", "udp4", "udp6", "unix" or "unixgram".
@@ -19,7 +21,55 @@ type Manager struct {
 	// the socket file (removed when Run returns; a file left by a server
 	// that crashed is replaced). Port 0 picks a free port;
 	// ManagerHooks.PostBind receives the bound address.
+	//
+	// Network and Addr are ignored when the master is given its socket:
+	// Listener, or the one systemd passed (see ListenerName).
 	Addr string
+
+	// Listener, when set, is a socket for the pool to serve instead of
+	// binding Network and Addr: a *net.TCPListener, *net.UnixListener,
+	// *net.UDPConn or *net.UnixConn (unixgram), or an *os.File that holds
+	// one, such as their File methods return. The master learns the
+	// socket's network and address from the socket itself (Stats and
+	// ManagerHooks.PostBind show them; PreBind is not called: nothing is
+	// bound). A stream socket must be listening.
+	//
+	// The socket stays the program's: Run works on a duplicate of its
+	// descriptor and closes only that. It never removes a Unix socket's
+	// file, and it does not stop the socket's intake when the pool stops
+	// (see "Stopping" in the package doc): connections that come during
+	// the stop, or are still queued when the children have left, stay in
+	// its queue for whoever serves it next. Close it once Run has
+	// returned, if nothing else will serve it (a *net.UnixListener then
+	// removes its file, unless told otherwise by SetUnlinkOnClose).
+	//
+	// Run makes the socket non-blocking, a mode that every holder of the
+	// socket shares, and gives a TCP one the keep-alive and TCP_NODELAY
+	// settings that its children's connections have (see Request.Conn).
+	// Do not accept on it while Run runs.
+	//
+	// When Listener is nil and systemd passed sockets (socket activation:
+	// LISTEN_PID names this process and LISTEN_FDS counts them), the
+	// master serves one of those, the same way: see ListenerName.
+	Listener syscall.Conn
+
+	// ListenerName picks the socket to serve among those systemd passed:
+	// the one of that name in LISTEN_FDNAMES (FileDescriptorName= in the
+	// .socket unit; systemd names a socket "unknown" otherwise). Empty,
+	// the master serves the only socket systemd passed. When it cannot
+	// choose (several sockets and no name, or none of that name), Run
+	// returns an error wrapping ErrInvalidConfig. It is ignored when
+	// systemd passed nothing, and when Listener is set.
+	//
+	// The master reads LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES as it
+	// first runs in a process, and removes them from the environment, as
+	// sd_listen_fds(3) does when asked to, so that the children and the
+	// programs the process starts do not take the sockets for theirs; it
+	// marks the passed descriptors close-on-exec, and leaves them open. A
+	// program that serves another of those sockets itself reads the
+	// variables before Run.
+	ListenerName string
+
 	// ReusePort makes each child bind a socket of its own with
 	// SO_REUSEPORT (TCP and UDP only), instead of sharing one socket
 	// bound by the master. On Linux the kernel then spreads connections
@@ -28,10 +78,12 @@ type Manager struct {
 	// is lost. The master binds nothing and does not call
 	// ManagerHooks.PreBind and PostBind; each child calls its own PreBind
 	// and PostBind hooks (PreBinder, PostBinder). Port 0 is resolved once,
-	// so that all children share one port.
+	// so that all children share one port. It cannot serve a socket given
+	// to the master (Listener, or systemd's).
 	ReusePort bool
 	// Backlog is the length of the listen queue. Zero means SOMAXCONN;
-	// the system caps it (on Linux at net.core.somaxconn).
+	// the system caps it (on Linux at net.core.somaxconn). A socket given
+	// to the master keeps the backlog it has.
 	Backlog int
 
 	// MinServers is the least number of children (default 5) and
@@ -178,7 +230,8 @@ type Manager struct {
 // Run runs the prefork server and blocks until it stops.
 //
 // In the master, Run checks the configuration (an error wrapping
-// ErrInvalidConfig says what to change), binds the listener, starts the
+// ErrInvalidConfig says what to change), binds the listener (or takes the
+// socket it is given: Listener, or systemd's), starts the
 // children and keeps the pool sized. A SIGINT or SIGTERM, or the
 // cancellation of ctx, stops it gracefully; Run then returns nil once every
 // child has exited and the listener is closed. After Shutdown or Close it
@@ -191,7 +244,7 @@ type Manager struct {
 // after a normal end, the error of Child.Initialize if it failed,
 // ErrMasterGone if the master died. The program should then exit.
 func (m *Manager) Run(ctx context.Context) error {
-	cfg, err := m.config(true)
+	cfg, err := m.config(inherited == nil)
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,7 @@ type master struct {
 	nextSpawn    time.Time // no start before this, after failures
 	stopping     bool
 	intakeClosed bool  // the listener takes no new connections: the pool stops
+	adopted      bool  // the listener is a socket the master did not create: Manager.Listener, or systemd's
 	restarting   bool  // some children are due for replacement
 	stopErr      error // what Run returns
 
@@ -71,6 +72,7 @@ type master struct {
 	atMax     bool      // connections waited that MaxServers kept from being served
 	reported  int       // the number of children PoolResized last reported
 	stats     statsBoard
+	sd        notifier // tells the service manager (systemd)
 }
 
 func newMaster(ctx context.Context, cfg config) *master {
@@ -116,13 +118,11 @@ func (ms *master) run() error {
 		handed = wire.Listener{Network: cfg.network, Addr: addr}
 		ms.log.Info("prefork: children listen with SO_REUSEPORT", "network", cfg.network, "addr", addr, "pid", os.Getpid())
 	} else {
-		if err := callHook("PreBind", hooks.PreBind, ctx); err != nil {
+		listener, addr, err := ms.listen()
+		if err != nil {
 			return err
 		}
-		listener, addr, err := sys.Listen(cfg.network, cfg.addr, cfg.backlog, false)
-		if err != nil {
-			return fmt.Errorf("prefork: listen on %s %s: %w", cfg.network, cfg.addr, err)
-		}
+		cfg = ms.cfg // the network and address of a socket given to the master
 		ms.listener = listener
 		if ms.listenFD, err = sys.FD(listener); err != nil {
 			return fmt.Errorf("prefork: %w", err)
@@ -130,9 +130,10 @@ func (ms *master) run() error {
 		// The socket stays open until every child is gone (connections
 		// waiting in its queue would be reset), and its file goes with it,
 		// unless a graceful stop removed it already: by then the path may
-		// be a new server's.
+		// be a new server's. The file of a socket given to the master is
+		// not the master's to remove.
 		defer func() {
-			if !ms.intakeClosed {
+			if !ms.intakeClosed && !ms.adopted {
 				sys.RemoveSocketFile(cfg.network, cfg.addr)
 			}
 		}()
@@ -175,6 +176,8 @@ func (ms *master) run() error {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
 	ms.env = childEnv([]wire.Listener{handed}, ms.cfg.childMaxProcs)
+	ms.sd.open(ms.log, handed.Network+" "+handed.Addr)
+	defer ms.sd.close()
 	ms.spawner = startSpawner(cfg.maxServers, cfg.childTimerSlack)
 	defer ms.spawner.stop()
 
@@ -218,6 +221,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		timeoutTick = t.C
 	}
 	var killTimer, spawnTimer <-chan time.Time
+	watchdog := ms.sd.watchdogTicks()
 	ctxDone := ms.ctx.Done()
 	initialized := false
 	signalStops := 0
@@ -227,6 +231,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		spawnTimer = ms.maintain(spawnTimer)
 		ms.publish(time.Now())
 		ms.reportSize()
+		ms.notifyPool()
 		if ms.watching {
 			watchTick.Reset(watchInterval)
 		} else {
@@ -243,6 +248,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 				ms.stop(ActionStopNow, err)
 				continue
 			}
+			ms.notifyReady()
 		}
 		select {
 		case ev := <-ms.events:
@@ -288,6 +294,8 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			ms.takeAsks()
 		case <-spawnTimer:
 			spawnTimer = nil
+		case <-watchdog:
+			ms.sd.tell("WATCHDOG=1", "")
 		case <-killTimer:
 			ms.log.Warn("prefork: children still running after ShutdownTimeout; killing them", "children", len(ms.children))
 			ms.killAll()
@@ -299,6 +307,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	ms.watchers.Wait()
 	ms.publish(time.Now())
 	ms.reportSize() // none left
+	ms.notifyPool()
 	if hooks.PreServerClose != nil {
 		err := guard("PreServerClose", func() error { hooks.PreServerClose(context.WithoutCancel(ms.ctx)); return nil })
 		if err != nil {
@@ -347,6 +356,10 @@ func (ms *master) stop(action SignalAction, err error) {
 		ms.killAll()
 	case ActionRestart:
 		ms.beginRestart()
+		ms.notifyReloading()
+	}
+	if ms.stopping {
+		ms.notifyStopping()
 	}
 }
 
@@ -453,8 +466,11 @@ func (ms *master) lookAgain() {
 // closeIntake stops new connections from entering the shared listener's
 // queue, before the children are told to stop: they serve what is queued
 // before they leave, and the listener closes with nothing in it to reset.
+// A socket given to the master is left as it is: what comes, and what is
+// queued when the children have left, waits for the socket's next server
+// (systemd, or the program, holds it meanwhile).
 func (ms *master) closeIntake() {
-	if ms.listener == nil {
+	if ms.listener == nil || ms.adopted {
 		return
 	}
 	if err := sys.CloseIntake(ms.listenFD, ms.cfg.network); err != nil {

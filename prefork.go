@@ -89,7 +89,10 @@
 // stop the pool gracefully: the listener takes no new connection (TCP and
 // UDP on Linux, and Unix sockets, whose file is removed; TCP and UDP
 // elsewhere take them until the socket closes), children finish the
-// requests they have and serve those already queued, and exit. When Manager.ShutdownTimeout has run out, the
+// requests they have and serve those already queued, and exit. A socket
+// the master did not create (Manager.Listener, or systemd's) is left as it
+// is: it takes connections on, and what is queued when the children have
+// left waits for its next server. When Manager.ShutdownTimeout has run out, the
 // requests' contexts are cancelled, and a second later the children that
 // are left are killed. A second SIGINT or SIGTERM, or Manager.Close, stops
 // at once. SIGHUP is logged and otherwise ignored;
@@ -132,6 +135,17 @@
 // replaced; one that stopped taking requests and does not exit is killed
 // ShutdownTimeout and a second later. Manager.RestartChildren replaces
 // every child without failing a request.
+//
+// # Under systemd
+//
+// Socket activation and notifications need no code. Started with sockets
+// (a .socket unit, LISTEN_FDS), the master serves the one systemd passed
+// instead of binding Addr, and learns its network and address from it
+// (Manager.ListenerName picks one of several). With NOTIFY_SOCKET set
+// (Type=notify), it tells systemd when the pool is ready, restarts its
+// children and stops, with the pool's status, and feeds the watchdog
+// (WatchdogSec=). Children see none of these variables. The README has a
+// pair of units, and notes on Kubernetes.
 //
 // # Platforms
 //
@@ -258,8 +272,9 @@ func IsChild() bool { return inherited != nil }
 
 // inherited is what a child received from its master, read and removed from
 // the environment when the package initializes, so that programs the child
-// starts are not taken for children. It is nil in the master. This is the
-// only package-level state.
+// starts are not taken for children. It is nil in the master. With the
+// sockets systemd passed (systemdSockets), it is the only package-level
+// state.
 var inherited = takeHandover()
 
 type handover struct {

@@ -16,7 +16,8 @@ import (
 	"github.com/prefork-go/prefork/internal/wire"
 )
 
-// childEnv is the master's environment with the handover variables.
+// childEnv is the master's environment with the handover variables, and
+// without what the service manager told the master alone.
 func childEnv(listeners []wire.Listener, maxProcs int) []string {
 	env := []string{
 		wire.EnvChild + "=" + strconv.Itoa(wire.Version),
@@ -32,7 +33,7 @@ func childEnv(listeners []wire.Listener, maxProcs int) []string {
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if !slices.Contains(wire.EnvNames, name) {
+		if !slices.Contains(wire.EnvNames, name) && !slices.Contains(serviceManagerEnv, name) {
 			env = append(env, kv)
 		}
 	}

@@ -12,6 +12,17 @@
 //	nc -u 127.0.0.1 9000
 //
 // SIGINT (^C) or SIGTERM stops it gracefully; a second one stops it at once.
+//
+// Started by systemd with a socket (socket activation: LISTEN_FDS), it
+// serves that socket, whatever its kind, and ignores -addr and -proto; to
+// try it without systemd:
+//
+//	go build -o /tmp/echo ./examples/echo
+//	systemd-socket-activate -l /tmp/echo.sock /tmp/echo
+//
+// (not through go run, whose child would not be the process LISTEN_PID
+// names; systemd-socket-activate starts the program at the first
+// connection).
 package main
 
 import (
@@ -47,9 +58,10 @@ func (echo) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 
 func main() {
 	m := &prefork.Manager{NewChild: func() prefork.Child { return echo{} }}
-	flag.StringVar(&m.Addr, "addr", "127.0.0.1:9000", "address to listen on (host:port)")
+	flag.StringVar(&m.Addr, "addr", "127.0.0.1:9000", "address to listen on (host:port); ignored when systemd passes a socket")
 	flag.StringVar(&m.Network, "proto", "tcp", `network: "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "unix" or "unixgram" (-addr is then a path)`)
 	flag.BoolVar(&m.ReusePort, "reuse-port", false, "each child binds its own socket with SO_REUSEPORT (TCP and UDP)")
+	flag.StringVar(&m.ListenerName, "listener-name", "", "of several sockets that systemd passes, the name of the one to serve (FileDescriptorName=)")
 	flag.IntVar(&m.MinServers, "min-servers", prefork.DefaultMinServers, "least number of children")
 	flag.IntVar(&m.MaxServers, "max-servers", prefork.DefaultMaxServers, "most number of children")
 	flag.IntVar(&m.MinSpareServers, "min-spare-servers", prefork.DefaultMinSpareServers, "least number of idle children")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prefork-go/prefork"
+	"github.com/prefork-go/prefork/internal/tooltest"
 	"github.com/prefork-go/prefork/preforktest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,12 +33,31 @@ func TestMain(m *testing.M) {
 // startEcho runs the example with args and returns the address it logs.
 func startEcho(t *testing.T, args ...string) (addr string, stop func()) {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), "log")
+	cmd := exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), "ECHO_TEST_MAIN=1")
+	logPath, stop := runEcho(t, cmd)
+	// In reuse-port mode nothing listens until the children have bound:
+	// wait until the pool says it is ready.
+	addrRE := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)(?s:.*)pool ready`)
+	for deadline := time.Now().Add(30 * time.Second); addr == ""; time.Sleep(10 * time.Millisecond) {
+		out, _ := os.ReadFile(logPath)
+		if m := addrRE.FindSubmatch(out); m != nil {
+			addr = string(m[1])
+		}
+		require.True(t, time.Now().Before(deadline), "the server did not log its address and readiness")
+	}
+	return addr, stop
+}
+
+// runEcho starts cmd, which runs the example, in a process group of its
+// own, and returns the file it logs to and a function that stops it with
+// SIGTERM and checks that it and its children exited.
+func runEcho(t *testing.T, cmd *exec.Cmd) (logPath string, stop func()) {
+	t.Helper()
+	logPath = filepath.Join(t.TempDir(), "log")
 	logFile, err := os.Create(logPath)
 	require.NoError(t, err)
 	defer logFile.Close()
-	cmd := exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), "ECHO_TEST_MAIN=1")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, cmd.Start())
@@ -50,18 +70,7 @@ func startEcho(t *testing.T, args ...string) (addr string, stop func()) {
 			t.Logf("log:\n%s", out)
 		}
 	})
-
-	// In reuse-port mode nothing listens until the children have bound:
-	// wait until the pool says it is ready.
-	addrRE := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)(?s:.*)pool ready`)
-	for deadline := time.Now().Add(30 * time.Second); addr == ""; time.Sleep(10 * time.Millisecond) {
-		out, _ := os.ReadFile(logPath)
-		if m := addrRE.FindSubmatch(out); m != nil {
-			addr = string(m[1])
-		}
-		require.True(t, time.Now().Before(deadline), "the server did not log its address and readiness")
-	}
-	return addr, func() {
+	return logPath, func() {
 		t.Helper()
 		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 		select {
@@ -113,6 +122,32 @@ func TestEchoUDPReusePort(t *testing.T) {
 		assert.Equal(t, msg, string(buf[:n]))
 	}
 	stop()
+}
+
+// Started by systemd-socket-activate with a Unix socket, the example serves
+// it with no flag: -addr's default does not get in the way.
+func TestEchoSocketActivated(t *testing.T) {
+	t.Parallel()
+	program := tooltest.Program(t, "systemd-socket-activate", "systemd")
+	path := filepath.Join(t.TempDir(), "echo.sock")
+	cmd := exec.Command(program, "-l", path, "-E", "ECHO_TEST_MAIN=1", "-E", "GORACE="+os.Getenv("GORACE"),
+		os.Args[0], "-min-servers", "1", "-max-servers", "2", "-min-spare-servers", "1", "-max-spare-servers", "1")
+	_, stop := runEcho(t, cmd)
+	var conn net.Conn
+	for deadline := time.Now().Add(30 * time.Second); conn == nil; time.Sleep(10 * time.Millisecond) {
+		conn, _ = net.Dial("unix", path) // once systemd-socket-activate listens
+		require.True(t, conn != nil || time.Now().Before(deadline), "nothing listens on %s", path)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintln(conn, "hello")
+	got, err := bufio.NewReader(conn).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "hello\n", got)
+	conn.Close()
+	stop()
+	_, err = os.Lstat(path)
+	assert.NoError(t, err, "the socket's file is systemd's: it stays")
 }
 
 // The echo Child itself, in the test's process: no pool, no fork.

@@ -27,7 +27,7 @@ func IsUnix(network string) bool { return strings.HasPrefix(network, "unix") }
 // "udp4", "udp6", "unix" or "unixgram") and address: bound, listening if it
 // is a stream socket, with SO_REUSEPORT if reusePort. The returned file is
 // in non-blocking mode, the mode every child expects; os/exec can hand it to
-// children without changing that (see the comment in the body). A Unix
+// children without changing that (see listenerFile). A Unix
 // socket file left behind by a server that is gone is replaced.
 func Listen(network, address string, backlog int, reusePort bool) (*os.File, net.Addr, error) {
 	family, sa, err := resolve(network, address)
@@ -86,16 +86,33 @@ func Listen(network, address string, backlog int, reusePort bool) (*os.File, net
 	if err != nil {
 		return fail("getsockname", err)
 	}
-	// os.NewFile on a blocking descriptor makes a File that os/exec's call
-	// to Fd() leaves alone. Had the descriptor been non-blocking already,
-	// NewFile would have made it pollable and Fd() would switch the shared
-	// socket to blocking mode at every spawn, under the children's feet.
+	f, err := listenerFile(fd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, Addr(network, bound), nil
+}
+
+// listenerFile wraps the socket fd in a File in non-blocking mode, the
+// mode every child expects, without making it the master's to poll.
+// os.NewFile registers a descriptor that is non-blocking already with this
+// process's netpoller (edge-triggered, and not exclusive: the master would
+// wake for every connection), and os/exec's call to Fd() switches a file
+// that the net package made to blocking mode, under the children's feet.
+// So the File is made while the descriptor is blocking, and the mode is
+// set afterwards, once: the flag belongs to the socket, which every child
+// and every other holder of the socket shares. On failure fd is closed.
+func listenerFile(fd int) (*os.File, error) {
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
 	f := os.NewFile(uintptr(fd), "prefork-listener")
 	if err := unix.SetNonblock(fd, true); err != nil {
 		f.Close()
-		return nil, nil, os.NewSyscallError("fcntl", err)
+		return nil, os.NewSyscallError("fcntl", err)
 	}
-	return f, Addr(network, bound), nil
+	return f, nil
 }
 
 // ReservePort binds a socket with SO_REUSEPORT to learn which port the
