@@ -38,6 +38,7 @@ type config struct {
 	recycle                recycling
 	requestTimeout         time.Duration
 	slowRequest            time.Duration
+	drainDelay             time.Duration
 	shutdownTimeout        time.Duration
 	startTimeout           time.Duration // 0: none
 	childMaxProcs          int
@@ -91,6 +92,7 @@ func (m *Manager) config(listen bool) (config, error) {
 		jitter:          m.MaxRequestsJitter,
 		requestTimeout:  m.RequestTimeout,
 		slowRequest:     m.SlowRequest,
+		drainDelay:      m.DrainDelay,
 		shutdownTimeout: m.ShutdownTimeout,
 		startTimeout:    m.StartTimeout,
 		childMaxProcs:   m.ChildMaxProcs,
@@ -109,6 +111,7 @@ func (m *Manager) config(listen bool) (config, error) {
 		{"MaxRequests", int64(m.MaxRequests)}, {"Backlog", int64(m.Backlog)},
 		{"ShutdownTimeout", int64(m.ShutdownTimeout)}, {"MaxRequestsJitter", int64(m.MaxRequestsJitter)},
 		{"RequestTimeout", int64(m.RequestTimeout)}, {"SlowRequest", int64(m.SlowRequest)},
+		{"DrainDelay", int64(m.DrainDelay)},
 	} {
 		if f.value < 0 {
 			return c, invalid("Manager.%s is negative (%d); use 0 for the default or a positive value", f.name, f.value)

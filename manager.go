@@ -152,6 +152,15 @@ type Manager struct {
 	// forever. Zero means no limit.
 	RequestTimeout time.Duration
 
+	// DrainDelay, when positive, makes a graceful stop wait that long
+	// before it begins (a lame duck): the pool goes on taking and serving
+	// connections, so that a load balancer or Kubernetes, which stops
+	// sending new ones a little after it sent SIGTERM, can take the server
+	// out of rotation first. Stats says Stopping meanwhile, and systemd is
+	// told STOPPING=1. A second SIGINT or SIGTERM, or Close, stops at once
+	// as ever; Shutdown waits for the drain too. Zero means none.
+	DrainDelay time.Duration
+
 	// SlowRequest, when positive, is how long a request may run before
 	// its child logs the stacks of all its goroutines, once per request,
 	// at level Warn with its pid, the client's address and how long the

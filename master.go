@@ -59,10 +59,12 @@ type master struct {
 	lastFailure  time.Time // when the last of them failed
 	nextSpawn    time.Time // no start before this, after failures
 	stopping     bool
-	intakeClosed bool  // the listener takes no new connections: the pool stops
-	adopted      bool  // the listener is a socket the master did not create: Manager.Listener, or systemd's
-	restarting   bool  // some children are due for replacement
-	stopErr      error // what Run returns
+	draining     <-chan time.Time // a stop waits for DrainDelay to pass
+	drained      bool             // the drain is over: the next ActionStop stops
+	intakeClosed bool             // the listener takes no new connections: the pool stops
+	adopted      bool             // the listener is a socket the master did not create: Manager.Listener, or systemd's
+	restarting   bool             // some children are due for replacement
+	stopErr      error            // what Run returns
 
 	policy    policy
 	begunGone uint64    // requests begun by children that have exited
@@ -296,6 +298,9 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			spawnTimer = nil
 		case <-watchdog:
 			ms.sd.tell("WATCHDOG=1", "")
+		case <-ms.draining:
+			ms.draining, ms.drained = nil, true
+			ms.stop(ActionStop, nil)
 		case <-killTimer:
 			ms.log.Warn("prefork: children still running after ShutdownTimeout; killing them", "children", len(ms.children))
 			ms.killAll()
@@ -344,7 +349,15 @@ func (ms *master) stop(action SignalAction, err error) {
 	}
 	switch action {
 	case ActionStop:
-		if !ms.stopping {
+		switch {
+		case ms.stopping, ms.draining != nil:
+		case ms.cfg.drainDelay > 0 && !ms.drained:
+			// Lame duck: serve on while load balancers take the pool
+			// out of rotation; the loop stops it when the delay is over.
+			ms.draining = time.After(ms.cfg.drainDelay)
+			ms.log.Info("prefork: draining before the stop", "delay", ms.cfg.drainDelay)
+			ms.notifyStopping()
+		default:
 			ms.stopping = true
 			ms.closeIntake()
 			for _, c := range ms.children {

@@ -149,7 +149,7 @@ func (ms *master) publish(now time.Time) {
 	defer b.mu.Unlock()
 	p := &b.pub
 	p.Time = now
-	p.Stopping = ms.stopping
+	p.Stopping = ms.stopping || ms.draining != nil
 	p.Requests = ms.begunGone
 	p.Children = p.Children[:0]
 	for _, c := range ms.children {
