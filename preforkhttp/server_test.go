@@ -107,19 +107,27 @@ func TestPanicAfterTheResponseBeganCutsTheConnection(t *testing.T) {
 	waitGone(t, pid, 5*time.Second)
 }
 
+// keptAlive makes one request on a connection of its own, reads the whole
+// response, and returns the connection, idle now, and the response.
+func keptAlive(t *testing.T, addr string) (net.Conn, *http.Response) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	fmt.Fprintf(conn, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return conn, resp
+}
+
 func TestGracefulStopClosesIdleConnectionsAndFinishesRequests(t *testing.T) {
 	// An idle timeout far longer than the test: only the stop can close
 	// the idle connection.
 	p := startPool(t, poolConfig{Min: 2, Max: 2, IdleTimeout: time.Minute})
 
-	idle, err := net.Dial("tcp", p.addr)
-	require.NoError(t, err)
+	idle, idleResp := keptAlive(t, p.addr)
 	defer idle.Close()
-	fmt.Fprintf(idle, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-	idleResp, err := http.ReadResponse(bufio.NewReader(idle), nil)
-	require.NoError(t, err)
-	io.Copy(io.Discard, idleResp.Body)
-	idleResp.Body.Close()
 	require.False(t, idleResp.Close)
 
 	type result struct {
@@ -165,17 +173,11 @@ func TestGracefulStopClosesIdleConnectionsAndFinishesRequests(t *testing.T) {
 
 func TestIdleTimeoutFreesTheChild(t *testing.T) {
 	p := startPool(t, poolConfig{Min: 1, Max: 1, IdleTimeout: 300 * time.Millisecond})
-	conn, err := net.Dial("tcp", p.addr)
-	require.NoError(t, err)
+	conn, _ := keptAlive(t, p.addr)
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
 	start := time.Now()
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err = conn.Read(make([]byte, 1))
+	_, err := conn.Read(make([]byte, 1))
 	require.ErrorIs(t, err, io.EOF)
 	require.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond)
 	// The only child serves the next client.
@@ -187,19 +189,13 @@ func TestIdleClientLetsGoWhenOthersWait(t *testing.T) {
 	// One child, and an idle timeout far longer than the test: only the
 	// master's ask can free the child for the second client.
 	p := startPool(t, poolConfig{Min: 1, Max: 1, IdleTimeout: time.Minute})
-	idle, err := net.Dial("tcp", p.addr)
-	require.NoError(t, err)
+	idle, _ := keptAlive(t, p.addr)
 	defer idle.Close()
-	fmt.Fprintf(idle, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
 
 	code, _ := get(t, newClient(), p.url+"/pid") // gives up after 10 s
 	require.Equal(t, http.StatusOK, code)
 	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err = idle.Read(make([]byte, 1))
+	_, err := idle.Read(make([]byte, 1))
 	require.ErrorIs(t, err, io.EOF, "the idle client should have been let go")
 }
 
