@@ -181,10 +181,15 @@ func SetProcessName(name string) {
 // socket closed or another server listening; handshakes under way
 // complete. On a datagram socket it drops every datagram. Those are socket
 // filters, so they hold in every process that has the socket. A Unix
-// socket's file is removed: clients find no server, or a new one.
+// socket's file is removed: clients find no server, or a new one. It gets
+// a filter too, which keeps everything: it tells IntakeClosed in children
+// that cannot see the file gone (a new server's file is at the path, or
+// they run as a user who may not search its directory).
 func CloseIntake(fd int, network string) error {
 	if IsUnix(network) {
-		return closeUnixIntake(fd)
+		if err := closeUnixIntake(fd); err != nil {
+			return err
+		}
 	}
 	const tcpSYN, tcpACK = 0x02, 0x10
 	filter := []unix.SockFilter{
@@ -194,7 +199,10 @@ func CloseIntake(fd int, network string) error {
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // drop
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // keep
 	}
-	if IsPacket(network) {
+	switch {
+	case IsUnix(network):
+		filter = filter[4:5]
+	case IsPacket(network):
 		filter = filter[3:4]
 	}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
