@@ -36,8 +36,12 @@ func Executable() (string, error) { return "/proc/self/exe", nil }
 // ChildAttr asks the kernel to send sig to the child when the thread that
 // started it exits. The caller starts every child from one locked thread
 // that lives as long as the master, so that means: when the master dies.
-func ChildAttr(sig syscall.Signal) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: sig}
+// A cred that is not nil is whom the child runs as: the new process sets
+// its groups and ids before it executes the program. It sets the
+// parent-death signal after them, so the change of user, which clears
+// that signal, comes first.
+func ChildAttr(sig syscall.Signal, cred *syscall.Credential) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: sig, Credential: cred}
 }
 
 // Poller waits for a connection on a shared listener. The listener is
