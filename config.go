@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prefork-go/prefork/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,6 +54,9 @@ type config struct {
 	// passed. The master learns its network and address as it adopts it.
 	socket     syscall.Conn
 	socketFrom string // which one, for messages
+
+	credential *syscall.Credential // whom the children run as; nil: the master's user
+	socketFile *sys.SocketFile     // what the master makes of a Unix socket's file; nil: nothing
 }
 
 // requestLimit is how many requests one child serves: MaxRequests, plus a
@@ -131,6 +135,9 @@ func (m *Manager) config(listen bool) (config, error) {
 		err := c.takeSocket(m)
 		if err == nil && c.socket == nil {
 			err = c.checkAddr()
+		}
+		if err == nil {
+			err = c.identities(m, systemPrivileges())
 		}
 		if err != nil {
 			return c, err

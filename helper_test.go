@@ -29,17 +29,22 @@ import (
 	"time"
 
 	"github.com/prefork-go/prefork"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 const (
 	envHelper = "PFTEST_HELPER"
 	envConfig = "PFTEST_CONFIG"
+	envDial   = "PFTEST_DIAL" // "network address": the binary is a client (dialMain)
 )
 
 func TestMain(m *testing.M) {
 	if os.Getenv(envHelper) != "" {
 		os.Exit(helperMain())
+	}
+	if target := os.Getenv(envDial); target != "" {
+		os.Exit(dialMain(target))
 	}
 	// Under -race the helpers are instrumented too, and such a program
 	// sleeps a second as it exits, for late races to be reported: the
@@ -85,6 +90,9 @@ type helperConfig struct {
 	MaxChildMemory                            int64
 	NoAddr                                    bool   // Addr is left empty: the master is given its socket
 	ListenerName                              string // Manager.ListenerName
+	User, Group                               string
+	SocketMode                                os.FileMode
+	SocketUser, SocketGroup                   string
 }
 
 func helperMain() int {
@@ -189,6 +197,11 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 		ChildTimerSlack:   cfg.ChildTimerSlack,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
 		StartTimeout:      cfg.StartTimeout,
+		User:              cfg.User,
+		Group:             cfg.Group,
+		SocketMode:        cfg.SocketMode,
+		SocketUser:        cfg.SocketUser,
+		SocketGroup:       cfg.SocketGroup,
 		Logger:            slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		NewChild:          func() prefork.Child { return &testChild{cfg: cfg, rec: rec} },
 		Hooks: prefork.ManagerHooks{
@@ -249,8 +262,8 @@ func (r recorder) add(hook, detail string) {
 // sleeps D (or until ctx ends) and answers "slept" or "cancelled";
 // "stopping" answers once Request.Stopping is closed; "alloc N" takes N
 // MiB more of memory and keeps it; "getenv NAME" answers the child's
-// environment variable, or "(unset)"; anything else is echoed. It records
-// every hook.
+// environment variable, or "(unset)"; "setuid" tries to become root and
+// answers the error; anything else is echoed. It records every hook.
 type testChild struct {
 	cfg     helperConfig
 	rec     recorder
@@ -420,6 +433,8 @@ func (c *testChild) serveConn(ctx context.Context, r *prefork.Request) error {
 			reply = "leaked"
 		case "panic":
 			panic("the test asked for it")
+		case "setuid": // a child that runs as another user tries to become root again
+			reply = fmt.Sprint(syscall.Setuid(0))
 		case "corrupt": // garbage on the status socket, as a broken child might write
 			syscall.Write(3, []byte("not a status record"))
 			reply = "corrupted"
@@ -464,6 +479,32 @@ func (c *testChild) Shutdown(_ context.Context, err error) {
 	c.rec.add("Shutdown", fmt.Sprint(err))
 }
 
+// dialMain connects to target, "network address", sends a line and prints
+// the answer; if it cannot connect, it prints "denied" when it was refused
+// permission, or the error, and fails.
+func dialMain(target string) int {
+	network, address, _ := strings.Cut(target, " ")
+	conn, err := net.DialTimeout(network, address, waitLimit)
+	if errors.Is(err, os.ErrPermission) {
+		fmt.Println("denied")
+		return 1
+	}
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(waitLimit))
+	fmt.Fprintln(conn, "hello")
+	answer, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Print(answer)
+	return 0
+}
+
 // pool is a master started by a test, in a process group of its own.
 type pool struct {
 	t       *testing.T
@@ -501,7 +542,9 @@ func startPoolNoWait(t *testing.T, cfg helperConfig) *pool {
 func startPoolWith(t *testing.T, cfg helperConfig, command func(env []string) *exec.Cmd) *pool {
 	t.Helper()
 	dir := t.TempDir()
-	cfg.Events = filepath.Join(dir, "events")
+	if cfg.Events == "" { // children that do not run as root need one they can write
+		cfg.Events = filepath.Join(dir, "events")
+	}
 	js, err := json.Marshal(cfg)
 	require.NoError(t, err)
 	p := &pool{t: t, events: cfg.Events, network: cfg.Network, log: filepath.Join(dir, "log"), done: make(chan struct{})}
@@ -682,6 +725,33 @@ func (c *client) ask(line string) string {
 	reply, err := c.recv()
 	require.NoError(c.t, err, "reply to %q", line)
 	return reply
+}
+
+// queueBehindBusyChild makes the pool's only child busy with a request
+// that it answers once a stop has begun ("stopping"), then queues n
+// connections behind it, each with a line sent, "queued <i>".
+func (p *pool) queueBehindBusyChild(n int) (busy *client, queued []*client) {
+	p.t.Helper()
+	busy = p.dial()
+	busy.send("stopping")
+	p.waitEvent("child", "ProcessRequest")
+	for i := range n {
+		c := p.dial()
+		c.send(fmt.Sprint("queued ", i))
+		queued = append(queued, c)
+	}
+	return busy, queued
+}
+
+// requireQueuedServed checks that the connections that
+// queueBehindBusyChild queued are served.
+func requireQueuedServed(t *testing.T, queued []*client) {
+	t.Helper()
+	for i, c := range queued {
+		reply, err := c.recv()
+		require.NoError(t, err, "queued connection %d is served", i)
+		assert.Equal(t, fmt.Sprint("queued ", i), reply)
+	}
 }
 
 // askNew asks line on a connection of its own, which must be answered

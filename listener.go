@@ -50,7 +50,7 @@ func (ms *master) listen() (*os.File, net.Addr, error) {
 		if err := callHook("PreBind", cfg.hooks.PreBind, ms.ctx); err != nil {
 			return nil, nil, err
 		}
-		listener, addr, err := sys.Listen(cfg.network, cfg.addr, cfg.backlog, false)
+		listener, addr, err := sys.ListenWith(cfg.network, cfg.addr, cfg.backlog, false, cfg.socketFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("prefork: listen on %s %s: %w", cfg.network, cfg.addr, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -85,6 +86,71 @@ type Manager struct {
 	// the system caps it (on Linux at net.core.somaxconn). A socket given
 	// to the master keeps the backlog it has.
 	Backlog int
+
+	// SocketMode is the permissions of the file of the Unix socket the
+	// master binds (Network "unix" or "unixgram"): to connect, a client
+	// needs write permission on it (Linux checks it; where a system does
+	// not, the permissions of the directory above are what holds). Zero
+	// leaves the mode that bind gives: 0777 less the master's umask, so
+	// 0755 with the usual umask of 022, on which only the file's owner can
+	// connect. Only permission bits may be set.
+	//
+	// SocketUser and SocketGroup are the file's owner and group: a name,
+	// which must exist, or a numeric id. Empty leaves them as bind made
+	// them, the master's. With SocketMode 0o660 and a SocketGroup of its
+	// own, a proxy that runs as another user (say nginx, as www-data, a
+	// member of that group) can connect, and other users cannot. To give
+	// the file to another user the master must run as root; to give it to
+	// another group, as root or as a member of that group.
+	//
+	// The master sets them right after bind, before the socket listens,
+	// so that no client connects before, and before PostBind. Children
+	// need no access to the file: they inherit the socket. Run refuses
+	// them (ErrInvalidConfig) for another Network, for an abstract socket
+	// ("@name", which has no file), and for a socket given to the master:
+	// set them where it is made (SocketMode=, SocketUser= and
+	// SocketGroup= in a .socket unit).
+	SocketMode              os.FileMode
+	SocketUser, SocketGroup string
+
+	// User is the user that the children run as, as Apache's User
+	// directive: a name, or a numeric id. Group is their group: a name or
+	// numeric id, or empty for User's primary group. A numeric id needs
+	// no entry in the system's users (containers often run as ids that
+	// have none), but then Group must be set; names must exist. Names are
+	// looked up as Run starts, with package os/user: through the C
+	// library's name services (LDAP, say) in a program built with cgo, in
+	// /etc/passwd and /etc/group alone in one built without
+	// (CGO_ENABLED=0). Empty, children run as the master does.
+	//
+	// The master, started as root, binds the socket (a port below 1024
+	// works: it binds it as root), then starts each child as User and
+	// Group, with no supplementary groups. The new process sets its ids
+	// before the program runs, real, effective and saved alike, and the
+	// kernel drops root's capabilities with them: a child never runs as
+	// root, and cannot become root again. The master stays root, to bind,
+	// to signal its children, to remove the socket's file. A child reaches
+	// its socket, its status socket and the scoreboard through the
+	// descriptors it inherits, whatever the files' permissions; but the
+	// program's file must be executable by User (a child runs it again),
+	// and what a child opens by path (configuration, logs) it opens as
+	// User. Its environment is the master's: HOME still names root's.
+	//
+	// When the pool stops, a child serves the connections still queued on
+	// a Unix socket once it learns that the socket takes no new ones: on
+	// Linux from the socket itself; elsewhere by finding its file gone,
+	// which a User who may not search the directories above the file
+	// cannot see, and then those connections are lost.
+	//
+	// Run refuses (ErrInvalidConfig): a user or group that does not exist;
+	// a Group without a User; User root (uid 0); in a master that does not
+	// run as root, a User or Group that is not its own (its own are
+	// accepted and change nothing: without privilege it cannot drop its
+	// supplementary groups, which the children keep); and ReusePort with
+	// a port that User may not bind, below 1024 (on Linux, below
+	// net.ipv4.ip_unprivileged_port_start): in reuse-port mode each child
+	// binds its own socket, as User. RunInProcess ignores User and Group.
+	User, Group string
 
 	// MinServers is the least number of children (default 5) and
 	// MaxServers the most (default 20): both count processes, children

@@ -147,6 +147,15 @@
 // (WatchdogSec=). Children see none of these variables. The README has a
 // pair of units, and notes on Kubernetes.
 //
+// # Running as root
+//
+// A master started as root binds the socket, a privileged port too, and
+// starts its children as Manager.User and Group, with no supplementary
+// groups: a child never runs as root, and cannot become root again.
+// Manager.SocketMode, SocketUser and SocketGroup give the file of a Unix
+// socket the permissions, owner and group that its clients need, such as a
+// proxy that runs as another user.
+//
 // # Platforms
 //
 // prefork needs a Unix system. Linux is the supported target: the exclusive

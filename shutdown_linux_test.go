@@ -3,7 +3,6 @@ package prefork_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -122,15 +121,7 @@ func TestGracefulStopServesQueuedConnections(t *testing.T) {
 				cfg.Addr = filepath.Join(t.TempDir(), "s")
 			}
 			p := startReady(t, cfg)
-			busy := p.dial()
-			busy.send("stopping") // answered once the stop has begun
-			p.waitEvent("child", "ProcessRequest")
-			var queued []*client // the only child is busy: these wait in the queue
-			for i := range 3 {
-				c := p.dial()
-				c.send(fmt.Sprint("queued ", i))
-				queued = append(queued, c)
-			}
+			busy, queued := p.queueBehindBusyChild(3)
 			p.signal(syscall.SIGTERM)
 
 			reply, err := busy.recv()
@@ -142,11 +133,7 @@ func TestGracefulStopServesQueuedConnections(t *testing.T) {
 				late.Close()
 				t.Error("a new connection was taken during the stop")
 			}
-			for i, c := range queued {
-				reply, err := c.recv()
-				require.NoError(t, err, "queued connection %d is served", i)
-				assert.Equal(t, fmt.Sprint("queued ", i), reply)
-			}
+			requireQueuedServed(t, queued)
 			if network == "unix" {
 				_, err := os.Stat(cfg.Addr)
 				assert.ErrorIs(t, err, os.ErrNotExist, "the socket file is gone")

@@ -63,7 +63,7 @@ func (ms *master) spawn(startPhase phase) error {
 		Stdout:      os.Stdout,
 		Stderr:      os.Stderr,
 		ExtraFiles:  []*os.File{childStatus, ms.boardFD}, // fds 3 and 4
-		SysProcAttr: sys.ChildAttr(syscall.SIGTERM),
+		SysProcAttr: sys.ChildAttr(syscall.SIGTERM, ms.cfg.credential),
 	}
 	if ms.listener != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, ms.listener) // fd 5

@@ -30,6 +30,16 @@ func IsUnix(network string) bool { return strings.HasPrefix(network, "unix") }
 // children without changing that (see listenerFile). A Unix
 // socket file left behind by a server that is gone is replaced.
 func Listen(network, address string, backlog int, reusePort bool) (*os.File, net.Addr, error) {
+	return ListenWith(network, address, backlog, reusePort, nil)
+}
+
+// ListenWith is Listen, and gives the file of a Unix socket the owner,
+// group and mode that file asks for, if file is not nil. They are set
+// between bind and listen: no client can connect to a stream socket before
+// it listens, so none connects while the file has the mode bind gave it.
+// (A datagram socket receives from its bind on.) On failure the file is
+// removed.
+func ListenWith(network, address string, backlog int, reusePort bool, file *SocketFile) (*os.File, net.Addr, error) {
 	family, sa, err := resolve(network, address)
 	if err != nil {
 		return nil, nil, err
@@ -71,6 +81,13 @@ func Listen(network, address string, backlog int, reusePort bool) (*os.File, net
 	}
 	if err != nil {
 		return fail("bind", err)
+	}
+	if family == unix.AF_UNIX {
+		if err := file.apply(address); err != nil {
+			unix.Close(fd)
+			RemoveSocketFile(network, address)
+			return nil, nil, err
+		}
 	}
 	if sotype == unix.SOCK_STREAM && family != unix.AF_UNIX {
 		if err := setConnOptions(fd); err != nil {

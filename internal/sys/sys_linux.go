@@ -36,8 +36,12 @@ func Executable() (string, error) { return "/proc/self/exe", nil }
 // ChildAttr asks the kernel to send sig to the child when the thread that
 // started it exits. The caller starts every child from one locked thread
 // that lives as long as the master, so that means: when the master dies.
-func ChildAttr(sig syscall.Signal) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: sig}
+// A cred that is not nil is whom the child runs as: the new process sets
+// its groups and ids before it executes the program. It sets the
+// parent-death signal after them, so the change of user, which clears
+// that signal, comes first.
+func ChildAttr(sig syscall.Signal, cred *syscall.Credential) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: sig, Credential: cred}
 }
 
 // Poller waits for a connection on a shared listener. The listener is
@@ -181,10 +185,15 @@ func SetProcessName(name string) {
 // socket closed or another server listening; handshakes under way
 // complete. On a datagram socket it drops every datagram. Those are socket
 // filters, so they hold in every process that has the socket. A Unix
-// socket's file is removed: clients find no server, or a new one.
+// socket's file is removed: clients find no server, or a new one. It gets
+// a filter too, which keeps everything: it tells IntakeClosed in children
+// that cannot see the file gone (a new server's file is at the path, or
+// they run as a user who may not search its directory).
 func CloseIntake(fd int, network string) error {
 	if IsUnix(network) {
-		return closeUnixIntake(fd)
+		if err := closeUnixIntake(fd); err != nil {
+			return err
+		}
 	}
 	const tcpSYN, tcpACK = 0x02, 0x10
 	filter := []unix.SockFilter{
@@ -194,7 +203,10 @@ func CloseIntake(fd int, network string) error {
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // drop
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // keep
 	}
-	if IsPacket(network) {
+	switch {
+	case IsUnix(network):
+		filter = filter[4:5]
+	case IsPacket(network):
 		filter = filter[3:4]
 	}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}

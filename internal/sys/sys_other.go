@@ -70,9 +70,16 @@ func setConnOptions(int) error { return nil }
 // Executable is the binary children run.
 func Executable() (string, error) { return os.Executable() }
 
-// ChildAttr returns nil: there is no parent-death signal here. Children
-// notice the end of their status socket instead.
-func ChildAttr(syscall.Signal) *syscall.SysProcAttr { return nil }
+// ChildAttr sets whom the child runs as, if cred is not nil: the new
+// process sets its groups and ids before it executes the program. There is
+// no parent-death signal here: children notice the end of their status
+// socket instead.
+func ChildAttr(_ syscall.Signal, cred *syscall.Credential) *syscall.SysProcAttr {
+	if cred == nil {
+		return nil
+	}
+	return &syscall.SysProcAttr{Credential: cred}
+}
 
 // Poller waits with poll(2). It wakes every waiting child for a connection:
 // there is no exclusive wake-up outside Linux.
