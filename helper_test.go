@@ -279,8 +279,7 @@ func (c *testChild) Initialize(context.Context) error {
 		c.rec.add("TimerSlack", strings.TrimSpace(string(slack)))
 	}
 	if c.cfg.FewFDs {
-		limit := syscall.Rlimit{Cur: uint64(countFDs() + 4), Max: uint64(countFDs() + 4)}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+		if err := limitFDs(countFDs() + 4); err != nil {
 			return err
 		}
 	}

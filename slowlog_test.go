@@ -1,14 +1,12 @@
 package prefork_test
 
 import (
-	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prefork-go/prefork"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -55,14 +53,4 @@ func TestSlowRequestLogsTheChildsStacks(t *testing.T) {
 	recs = p.logRecords("stacks")
 	require.Len(t, recs, 2, "once per request")
 	assert.Equal(t, c2.conn.LocalAddr().String(), recs[1]["remote"])
-}
-
-func TestSlowRequestsAreCounted(t *testing.T) {
-	m, p, _ := runMasterHere(t, context.Background(), helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 2, SlowRequest: 100 * time.Millisecond})
-	c := p.dial()
-	c.send("sleep 400ms")
-	eventually(t, m, "one slow request", func(s prefork.Stats) bool { return s.SlowRequests == 1 })
-	reply, err := c.recv()
-	require.NoError(t, err)
-	assert.Equal(t, "slept", reply)
 }

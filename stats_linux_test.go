@@ -196,3 +196,13 @@ func TestSIGUSR1LogsTheStats(t *testing.T) {
 	assert.Contains(t, stats, "requests")
 	assert.Equal(t, map[string]any{"signaled": float64(1)}, stats["exits"])
 }
+
+func TestSlowRequestsAreCounted(t *testing.T) {
+	m, p, _ := runMasterHere(t, context.Background(), helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 2, SlowRequest: 100 * time.Millisecond})
+	c := p.dial()
+	c.send("sleep 400ms")
+	eventually(t, m, "one slow request", func(s prefork.Stats) bool { return s.SlowRequests == 1 })
+	reply, err := c.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "slept", reply)
+}

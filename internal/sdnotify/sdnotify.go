@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Environment variables that a service manager sets.
@@ -98,11 +96,11 @@ func WatchdogInterval(usec, pid string, self int) (time.Duration, error) {
 // systemd requires with it (for Type=notify-reload) to tell this reload
 // from an earlier one. READY=1 says it is done.
 func Reloading() string {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	usec, ok := monotonicUsec()
+	if !ok {
 		return "RELOADING=1"
 	}
-	return "RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(ts.Nano()/int64(time.Microsecond), 10)
+	return "RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(usec, 10)
 }
 
 // Status makes a STATUS= assignment of text, which must hold no newline:
