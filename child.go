@@ -36,8 +36,7 @@ type worker struct {
 
 	park atomic.Bool // the master sent Park, and no Unpark since
 
-	contention contention // the master's asks to let the client go (see Request.Contended)
-	inHand     inHand     // the request being served, for the slow log
+	inHand inHand // the request being served, for the master's asks about it
 
 	// The child's phase changes only in setPhase, under mu; serve reads
 	// it without the lock.
@@ -317,16 +316,11 @@ func (w *worker) serveOne(r *Request) error {
 	ip, port, ok := ipPort(r.RemoteAddr)
 	w.board.SetRemote(w.slot, ip, port, ok) // before Busy: the master reads it then
 	w.report(board.Busy)
+	w.inHand.begin(r, uint64(w.served)+1, w.cfg.slowRequest > 0) // the board's count of requests begun
+	defer w.inHand.end()
 	if r.Conn != nil {
-		r.seq = uint64(w.served) + 1 // the board's count of requests begun
-		r.contention = &w.contention
-		w.contention.begin(r.seq)
 		r.waiter = w.waiter
 		defer w.waiter.Helpers(0)
-	}
-	if w.cfg.slowRequest > 0 {
-		w.inHand.begin(r, uint32(w.served)+1)
-		defer w.inHand.end()
 	}
 	err := w.handle(r)
 	w.served++

@@ -142,7 +142,7 @@ func (w *worker) readRecords() {
 		case rec.Kind == wire.Look:
 			w.waiter.Wake() // its next wait sees a connection that waits
 		case rec.Kind == wire.Contended:
-			w.contention.signal(rec.Served)
+			w.inHand.letGo(rec.Served)
 		case rec.Kind == wire.Slow:
 			w.logSlow(rec.Served)
 		}

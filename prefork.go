@@ -232,11 +232,11 @@ type Request struct {
 	// Served counts the requests this child process finished before this one.
 	Served int
 
-	stopping   <-chan struct{}
-	reply      func([]byte) error
-	contention *contention // the child's, for requests on connections
-	seq        uint64      // this request's number in the child, from 1
-	waiter     *sys.Waiter // the child's, for requests on connections
+	stopping <-chan struct{}
+	reply    func([]byte) error
+	inHand   *inHand     // the child's record of it (see Contended)
+	seq      uint64      // this request's number in the child, from 1
+	waiter   *sys.Waiter // the child's, for requests on connections
 }
 
 // Reply answers the client, as py-prefork-server's resp_to does: for a
