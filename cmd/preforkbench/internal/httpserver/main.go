@@ -24,7 +24,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/prefork-go/prefork"
 	"github.com/prefork-go/prefork/cmd/preforkbench/internal/iobackend"
+	"github.com/prefork-go/prefork/cmd/preforkbench/internal/poolflags"
 	"github.com/prefork-go/prefork/preforkhttp"
 )
 
@@ -97,15 +97,7 @@ func main() {
 	plain := flag.Bool("plain", false, "serve from one net/http http.Server, without prefork")
 	handler := flag.String("handler", "short", "the handler: short or io")
 	backend := flag.String("backend", "", "io handler: address of the backend (host:port)")
-	flag.StringVar(&m.Addr, "addr", "127.0.0.1:9000", "address to listen on (host:port)")
-	flag.BoolVar(&m.ReusePort, "reuse-port", false, "each child binds its own socket with SO_REUSEPORT")
-	flag.IntVar(&m.MinServers, "min-servers", prefork.DefaultMinServers, "least number of children")
-	flag.IntVar(&m.MaxServers, "max-servers", prefork.DefaultMaxServers, "most number of children")
-	flag.IntVar(&m.MinSpareServers, "min-spare-servers", prefork.DefaultMinSpareServers, "least number of idle children")
-	flag.IntVar(&m.MaxSpareServers, "max-spare-servers", prefork.DefaultMaxSpareServers, "most number of idle children")
-	flag.IntVar(&m.MaxRequests, "max-requests", 0, "connections a child serves before it is replaced (0: no limit)")
-	flag.DurationVar(&m.ChildTimerSlack, "timer-slack", 0, "the children's timer slack (Manager.ChildTimerSlack; 0: the default, negative: inherited)")
-	verbose := flag.Bool("v", false, "log children's starts and exits")
+	verbose := poolflags.Register(m)
 	flag.Parse()
 	switch {
 	case *handler != "short" && *handler != "io":
@@ -128,11 +120,7 @@ func main() {
 		c.Server = &preforkhttp.Server{Handler: h}
 		return c
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	m.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	m.Logger = poolflags.Logger(*verbose)
 	if err := m.Run(context.Background()); err != nil {
 		fatal(err)
 	}

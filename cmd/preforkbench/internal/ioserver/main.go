@@ -11,11 +11,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/prefork-go/prefork"
 	"github.com/prefork-go/prefork/cmd/preforkbench/internal/iobackend"
+	"github.com/prefork-go/prefork/cmd/preforkbench/internal/poolflags"
 )
 
 // relay is one child: its backend connection lives as long as the child
@@ -39,15 +39,7 @@ func (c *relay) Shutdown(ctx context.Context, err error) {
 func main() {
 	m := &prefork.Manager{}
 	backend := flag.String("backend", "", "address of the backend (host:port)")
-	flag.StringVar(&m.Addr, "addr", "127.0.0.1:9000", "address to listen on (host:port)")
-	flag.BoolVar(&m.ReusePort, "reuse-port", false, "each child binds its own socket with SO_REUSEPORT")
-	flag.IntVar(&m.MinServers, "min-servers", prefork.DefaultMinServers, "least number of children")
-	flag.IntVar(&m.MaxServers, "max-servers", prefork.DefaultMaxServers, "most number of children")
-	flag.IntVar(&m.MinSpareServers, "min-spare-servers", prefork.DefaultMinSpareServers, "least number of idle children")
-	flag.IntVar(&m.MaxSpareServers, "max-spare-servers", prefork.DefaultMaxSpareServers, "most number of idle children")
-	flag.IntVar(&m.MaxRequests, "max-requests", 0, "requests a child serves before it is replaced (0: no limit)")
-	flag.DurationVar(&m.ChildTimerSlack, "timer-slack", 0, "the children's timer slack (Manager.ChildTimerSlack; 0: the default, negative: inherited)")
-	verbose := flag.Bool("v", false, "log children's starts and exits")
+	verbose := poolflags.Register(m)
 	flag.Parse()
 	if *backend == "" {
 		fmt.Fprintln(os.Stderr, "ioserver: -backend is required")
@@ -55,11 +47,7 @@ func main() {
 	}
 	m.NewChild = func() prefork.Child { return &relay{backend: iobackend.Client{Addr: *backend}} }
 
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	m.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	m.Logger = poolflags.Logger(*verbose)
 	if err := m.Run(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "ioserver:", err)
 		os.Exit(1)
