@@ -52,27 +52,13 @@ func httpRequest(addr string, closing bool) []byte {
 // httpConnClient opens a connection per request and asks the server to
 // close it after its answer.
 func httpConnClient(l *limits, addr string, c *client) {
-	d := net.Dialer{Deadline: l.hard}
 	req := httpRequest(addr, true)
 	in := bufio.NewReader(nil)
-	for l.more() {
-		start := time.Now()
-		conn, err := d.DialContext(l.ctx, "tcp", addr)
-		if err != nil {
-			c.fail(l, err, true)
-			continue
-		}
-		conn.SetDeadline(l.hard)
+	connPerRequest(l, addr, c, func(conn net.Conn) error {
 		in.Reset(conn)
-		_, err = httpRoundTrip(conn, in, req)
-		took := time.Since(start) // the close is not part of the latency
-		conn.Close()
-		if err != nil {
-			c.fail(l, err, false)
-			continue
-		}
-		c.latencies = append(c.latencies, took)
-	}
+		_, err := httpRoundTrip(conn, in, req)
+		return err
+	})
 }
 
 // httpKeepaliveClient sends all its requests on one connection, kept alive

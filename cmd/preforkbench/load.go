@@ -136,10 +136,20 @@ func request(buf []byte, seq int) []byte {
 
 // tcpConnClient opens a connection per request.
 func tcpConnClient(l *limits, addr string, c *client) {
-	d := net.Dialer{Deadline: l.hard}
 	buf, answer := make([]byte, 0, 32), make([]byte, 32)
-	for seq := 0; l.more(); seq++ {
-		msg := request(buf, seq)
+	seq := 0
+	connPerRequest(l, addr, c, func(conn net.Conn) error {
+		seq++
+		return roundTrip(conn, request(buf, seq), answer)
+	})
+}
+
+// connPerRequest runs exchange on a new connection for each request until
+// the row is over, and records the latency from the dial to the end of
+// the exchange.
+func connPerRequest(l *limits, addr string, c *client, exchange func(net.Conn) error) {
+	d := net.Dialer{Deadline: l.hard}
+	for l.more() {
 		start := time.Now()
 		conn, err := d.DialContext(l.ctx, "tcp", addr)
 		if err != nil {
@@ -147,7 +157,7 @@ func tcpConnClient(l *limits, addr string, c *client) {
 			continue
 		}
 		conn.SetDeadline(l.hard)
-		err = roundTrip(conn, msg, answer)
+		err = exchange(conn)
 		took := time.Since(start) // the close is not part of the latency
 		conn.Close()
 		if err != nil {
