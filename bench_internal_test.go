@@ -102,7 +102,7 @@ func benchChildRequest(b *testing.B, held bool) {
 	waiter, err := sys.NewWaiter(-1)
 	require.NoError(b, err)
 	defer waiter.Close()
-	poller, err := sys.NewPoller(fd, waiter)
+	poller, err := sys.NewPoller([]int{fd}, waiter)
 	require.NoError(b, err)
 	defer poller.Close()
 
@@ -113,8 +113,7 @@ func benchChildRequest(b *testing.B, held bool) {
 			log:   slog.New(slog.DiscardHandler),
 		},
 		cfg:      config{minSpare: 1, shutdownTimeout: killGrace},
-		network:  "tcp",
-		fd:       fd,
+		sockets:  []*socket{{network: "tcp", fd: fd}},
 		status:   status,
 		board:    scores,
 		waiter:   waiter,

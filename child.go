@@ -21,10 +21,8 @@ import (
 type worker struct {
 	dispatcher // the Child and its hooks; hardCtx is cancelled by hardStop
 	cfg        config
-	network    string
-	fd         int  // the listener
-	packet     bool // a datagram socket
-	drain      bool // the listener is the child's own: serve its queue before leaving
+	sockets    []*socket
+	turn       int // the socket to look at first for the next request
 	status     *os.File
 	board      *board.Board
 	slot       int
@@ -89,9 +87,6 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	if os.Getppid() != h.masterPID {
 		return ErrMasterGone
 	}
-	if len(h.listeners) != 1 {
-		return fmt.Errorf("prefork: child was handed %d listeners, want 1", len(h.listeners))
-	}
 	// Run's ctx ends in a graceful stop (see run), not in cancelled requests.
 	hardCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardStop()
@@ -109,7 +104,7 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 		stopping:    make(chan struct{}),
 		maxRequests: cfg.requestLimit(),
 	}
-	err = w.run(ctx, h.masterPID, h.listeners[0])
+	err = w.run(ctx, h.masterPID, h.listeners)
 	w.shutdown(err)
 	var held uint64
 	if w.waiter != nil {
@@ -119,12 +114,12 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 	return err
 }
 
-func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error {
-	closeListener, err := w.listen(ln)
+func (w *worker) run(ctx context.Context, masterPID int, handed []wire.Listener) error {
+	err := w.listen(handed)
+	defer w.closeSockets()
 	if err != nil {
 		return err
 	}
-	defer closeListener()
 	statusFD, err := sys.FD(w.status)
 	if err != nil {
 		return fmt.Errorf("prefork: %w", err)
@@ -134,7 +129,11 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	}
 	defer w.waiter.Close()
 	w.waiter.MarkWaits(w.board.Waiting(w.slot))
-	if w.poller, err = sys.NewPoller(w.fd, w.waiter); err != nil {
+	fds := make([]int, len(w.sockets))
+	for i, s := range w.sockets {
+		fds[i] = s.fd
+	}
+	if w.poller, err = sys.NewPoller(fds, w.waiter); err != nil {
 		return fmt.Errorf("prefork: %w", err)
 	}
 	defer w.poller.Close()
@@ -170,54 +169,69 @@ func (w *worker) run(ctx context.Context, masterPID int, ln wire.Listener) error
 	w.noteRSS()
 	err = w.serve()
 	w.report(board.Leaving)
-	// A child that leaves a socket of its own serves what is queued on it,
-	// which would be lost. When the pool stops, the children serve what is
-	// queued on the shared socket too, once the master has closed it to
-	// new connections (see master.closeIntake); a child that stops alone
-	// (its own signal, RequestTimeout) leaves the queue to the others.
-	if err == nil && (w.drain || w.stopped() && sys.IntakeClosed(w.fd)) {
-		w.serveQueue()
+	if err == nil {
+		w.serveQueues()
 	}
 	return err
 }
 
-// listen takes the inherited listener, or in reuse-port mode binds one of
-// the child's own between the PreBind and PostBind hooks.
-func (w *worker) listen(ln wire.Listener) (closeListener func(), err error) {
-	w.network = ln.Network
-	w.packet = sys.IsPacket(ln.Network)
-	if w.packet {
-		w.datagram = make([]byte, maxDatagram)
-	}
-	if ln.FD != 0 {
-		w.fd = ln.FD
-		if err := sys.CheckListener(w.fd); err != nil {
-			syscall.Close(w.fd)
-			return nil, fmt.Errorf("prefork: %w", err)
-		}
-		return func() { syscall.Close(w.fd) }, nil
-	}
-	if pb, ok := w.child.(PreBinder); ok {
-		if err := guard("PreBind", func() error { return pb.PreBind(w.hardCtx) }); err != nil {
-			return nil, fmt.Errorf("prefork: PreBind: %w", err)
-		}
-	}
-	f, addr, err := sys.Listen(ln.Network, ln.Addr, w.cfg.backlog, true)
-	if err != nil {
-		return nil, fmt.Errorf("prefork: listen on %s %s: %w", ln.Network, ln.Addr, err)
-	}
-	if w.fd, err = sys.FD(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("prefork: %w", err)
-	}
-	w.drain = true
-	if pb, ok := w.child.(PostBinder); ok {
-		if err := guard("PostBind", func() error { return pb.PostBind(w.hardCtx, addr) }); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("prefork: PostBind: %w", err)
+// socket is one of the sockets a child serves.
+type socket struct {
+	name    string // for Request.SocketName
+	network string
+	fd      int
+	packet  bool // a datagram socket
+	own     bool // the child bound it (reuse-port mode): serve its queue before leaving
+	close   func()
+}
+
+// listen takes the inherited sockets, or in reuse-port mode binds sockets
+// of the child's own, between the PreBind and PostBind hooks. The sockets
+// it has taken are in w.sockets, also on failure, for closeSockets.
+func (w *worker) listen(handed []wire.Listener) error {
+	if handed[0].FD == 0 { // reuse-port mode
+		if pb, ok := w.child.(PreBinder); ok {
+			if err := guard("PreBind", func() error { return pb.PreBind(w.hardCtx) }); err != nil {
+				return fmt.Errorf("prefork: PreBind: %w", err)
+			}
 		}
 	}
-	return func() { f.Close() }, nil
+	for _, ln := range handed {
+		s := &socket{name: ln.Name, network: ln.Network, fd: ln.FD, packet: sys.IsPacket(ln.Network)}
+		if s.packet && w.datagram == nil {
+			w.datagram = make([]byte, maxDatagram)
+		}
+		if ln.FD != 0 {
+			s.close = func() { syscall.Close(s.fd) }
+			w.sockets = append(w.sockets, s)
+			if err := sys.CheckListener(s.fd); err != nil {
+				return fmt.Errorf("prefork: %w", err)
+			}
+			continue
+		}
+		f, addr, err := sys.Listen(ln.Network, ln.Addr, w.cfg.backlog, true)
+		if err != nil {
+			return fmt.Errorf("prefork: listen on %s %s: %w", ln.Network, ln.Addr, err)
+		}
+		s.close, s.own = func() { f.Close() }, true
+		w.sockets = append(w.sockets, s)
+		if s.fd, err = sys.FD(f); err != nil {
+			return fmt.Errorf("prefork: %w", err)
+		}
+		if pb, ok := w.child.(PostBinder); ok {
+			if err := guard("PostBind", func() error { return pb.PostBind(w.hardCtx, addr) }); err != nil {
+				return fmt.Errorf("prefork: PostBind: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// closeSockets closes the sockets that listen took.
+func (w *worker) closeSockets() {
+	for _, s := range w.sockets {
+		s.close()
+	}
 }
 
 func (w *worker) serve() error {
@@ -298,17 +312,34 @@ func (w *worker) followPark() (parked, changed bool, err error) {
 	return parked, changed, nil
 }
 
-// serveQueue serves what is still queued on the listener before the child
-// leaves, until the queue is empty, for at most killGrace: under steady
-// load a queue that still takes connections never empties.
-func (w *worker) serveQueue() {
+// serveQueues serves what is still queued before the child leaves. A
+// child that leaves a socket of its own serves what is queued on it, which
+// would be lost. When the pool stops, the children serve what is queued on
+// the shared sockets too, once the master has closed them to new
+// connections (see master.closeIntake); a child that stops alone (its own
+// signal, RequestTimeout) leaves the queues to the others. It serves until
+// the queues are empty, for at most killGrace: under steady load a queue
+// that still takes connections never empties.
+func (w *worker) serveQueues() {
+	var left []*socket
+	for _, s := range w.sockets {
+		if s.own || w.stopped() && sys.IntakeClosed(s.fd) {
+			left = append(left, s)
+		}
+	}
 	deadline := time.Now().Add(killGrace)
-	for w.hardCtx.Err() == nil && time.Now().Before(deadline) {
-		r, err := w.next()
-		if r == nil || err != nil || w.serveOne(r) != nil {
+	for len(left) > 0 && w.hardCtx.Err() == nil && time.Now().Before(deadline) {
+		s := left[0]
+		r, err := w.nextFrom(s)
+		if err != nil || r != nil && w.serveOne(r) != nil {
 			return
 		}
+		if r == nil {
+			left = left[1:] // empty
+			continue
+		}
 		w.board.SetLeaving(w.slot, w.served)
+		left = append(left[1:], s) // the others' turn
 	}
 }
 
@@ -328,19 +359,35 @@ func (w *worker) serveOne(r *Request) error {
 	return err
 }
 
-// next takes one request from the listener, or returns nil if there is none
-// (another child took it, or a datagram was dropped).
+// next takes one request from the sockets, or returns nil if there is
+// none (another child took it, or a datagram was dropped). It looks at the
+// sockets in turn, from the one after the socket of the last request, so
+// that a socket whose queue never empties does not starve the others.
 func (w *worker) next() (*Request, error) {
-	if !w.packet {
-		conn, err := sys.Accept(w.fd, w.network, w.waiter)
-		if err != nil {
-			return nil, w.acceptError("accept", err)
+	for k := range w.sockets {
+		i := (w.turn + k) % len(w.sockets)
+		r, err := w.nextFrom(w.sockets[i])
+		if r != nil || err != nil {
+			w.turn = (i + 1) % len(w.sockets)
+			return r, err
 		}
-		w.shortSince = time.Time{}
-		// Reply writes to Conn: no reply function to make.
-		return &Request{Conn: conn, RemoteAddr: conn.RemoteAddr(), Network: w.network, Served: w.served, stopping: w.stopping}, nil
 	}
-	return w.nextDatagram()
+	return nil, nil
+}
+
+// nextFrom takes one request from socket s, or returns nil if there is
+// none.
+func (w *worker) nextFrom(s *socket) (*Request, error) {
+	if s.packet {
+		return w.nextDatagram(s)
+	}
+	conn, err := sys.Accept(s.fd, s.network, w.waiter)
+	if err != nil {
+		return nil, w.acceptError("accept", err)
+	}
+	w.shortSince = time.Time{}
+	// Reply writes to Conn: no reply function to make.
+	return &Request{Conn: conn, RemoteAddr: conn.RemoteAddr(), Network: s.network, SocketName: s.name, Served: w.served, stopping: w.stopping}, nil
 }
 
 // sickAfter is how long a child may go on failing to accept for lack of

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"syscall"
 	"time"
 
@@ -30,7 +29,6 @@ type config struct {
 	// ceiling is MaxServers at the start: the scoreboard's size, which
 	// SetLimits cannot exceed. minServers and the other limits may change.
 	ceiling                int
-	network, addr          string
 	reusePort              bool
 	backlog                int
 	minServers, maxServers int
@@ -49,11 +47,13 @@ type config struct {
 	newChild               func() Child
 	hooks                  ManagerHooks
 
-	// socket is a socket to serve that Run did not create, instead of
-	// binding network and addr: Manager.Listener, or the one systemd
-	// passed. The master learns its network and address as it adopts it.
-	socket     syscall.Conn
-	socketFrom string // which one, for messages
+	// sockets are what the master serves: sockets to bind, and sockets
+	// it did not create (Manager.Listener, Socket.Listener, systemd's),
+	// whose networks and addresses it learns as it adopts them.
+	sockets []socketSpec
+	// unusedPassed names the sockets systemd passed that the pool does
+	// not serve, for the log.
+	unusedPassed []string
 
 	credential *syscall.Credential // whom the children run as; nil: the master's user
 	socketFile *sys.SocketFile     // what the master makes of a Unix socket's file; nil: nothing
@@ -83,13 +83,11 @@ func orDefault(v, def int) int {
 }
 
 // config checks m's settings and applies the defaults. Without listen,
-// Network and Addr are not checked: RunInProcess is given its socket, and
-// a child is handed its own. With listen, the master serves the socket it
-// is given (Manager.Listener, or systemd's) or else binds Addr.
+// the sockets are not checked: RunInProcess is given its socket, and a
+// child is handed its own. With listen, the master serves the sockets it
+// is given (Listener fields, or systemd's) and binds the others.
 func (m *Manager) config(listen bool) (config, error) {
 	c := config{
-		network:         m.Network,
-		addr:            m.Addr,
 		reusePort:       m.ReusePort,
 		backlog:         m.Backlog,
 		maxRequests:     m.MaxRequests,
@@ -128,14 +126,8 @@ func (m *Manager) config(listen bool) (config, error) {
 	if c.newChild == nil {
 		return c, invalid("Manager.NewChild is nil; set it to a function that returns your Child")
 	}
-	if c.network == "" {
-		c.network = "tcp"
-	}
 	if listen {
-		err := c.takeSocket(m)
-		if err == nil && c.socket == nil {
-			err = c.checkAddr()
-		}
+		err := c.takeSockets(m)
 		if err == nil {
 			err = c.identities(m, systemPrivileges())
 		}
@@ -183,29 +175,4 @@ func (m *Manager) config(listen bool) (config, error) {
 		c.logger = slog.Default()
 	}
 	return c, nil
-}
-
-// checkAddr checks Network and Addr, for a Manager that binds its socket.
-func (c *config) checkAddr() error {
-	switch c.network {
-	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
-		if c.addr == "" {
-			return invalid("Manager.Addr is empty; set it to host:port, such as \"127.0.0.1:9000\" (port 0 picks a free port)")
-		}
-		if _, port, err := net.SplitHostPort(c.addr); err != nil {
-			return invalid("Manager.Addr %q: %v; use host:port, such as \"127.0.0.1:9000\"", c.addr, err)
-		} else if _, err := net.LookupPort(c.network, port); err != nil {
-			return invalid("Manager.Addr %q: bad port: %v", c.addr, err)
-		}
-	case "unix", "unixgram":
-		if c.addr == "" {
-			return invalid("Manager.Addr is empty; set it to the path of the socket file")
-		}
-		if c.reusePort {
-			return invalid("Manager.ReusePort works with TCP and UDP only, not with Network %q", c.network)
-		}
-	default:
-		return invalid("Manager.Network %q is not supported; use \"tcp\", \"tcp4\", \"tcp6\", \"udp\", \"udp4\", \"udp6\", \"unix\" or \"unixgram\"", c.network)
-	}
-	return nil
 }

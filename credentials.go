@@ -5,8 +5,8 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/prefork-go/prefork/internal/sys"
@@ -47,24 +47,31 @@ func (c *config) identities(m *Manager, p privileges) error {
 	if c.credential != nil && c.reusePort {
 		// Each child binds a socket of its own, as User: the master cannot
 		// bind a privileged port for it.
-		_, service, _ := net.SplitHostPort(c.addr) // checkAddr has checked it
-		port, _ := net.LookupPort(c.network, service)
-		if first := p.firstUnprivilegedPort(); port != 0 && port < first {
-			return invalid("Manager.ReusePort makes each child bind its own socket, as User %q, who cannot bind port %d (below %d): unset ReusePort, so that the master binds it, or use a port of %d or more", m.User, port, first, first)
+		for _, s := range c.sockets {
+			_, service, _ := net.SplitHostPort(s.addr) // checkAddr has checked it
+			port, _ := net.LookupPort(s.network, service)
+			if first := p.firstUnprivilegedPort(); port != 0 && port < first {
+				return invalid("Manager.ReusePort makes each child bind its own socket, as User %q, who cannot bind port %d (below %d): unset ReusePort, so that the master binds it, or use a port of %d or more", m.User, port, first, first)
+			}
 		}
 	}
 	if c.socketFile, err = p.socketFile(m.SocketMode, m.SocketUser, m.SocketGroup); err != nil || c.socketFile == nil {
 		return err
 	}
-	switch {
-	case c.socket != nil:
-		return invalid("Manager.SocketMode, SocketUser and SocketGroup set up the file of a socket that the master binds, but the pool is given one (%s): set them where it is made (SocketMode=, SocketUser= and SocketGroup= in a .socket unit)", c.socketFrom)
-	case !sys.IsUnix(c.network):
-		return invalid("Manager.SocketMode, SocketUser and SocketGroup apply to the file of a Unix socket, not to Network %q; unset them", c.network)
-	case strings.HasPrefix(c.addr, "@"):
-		return invalid("Manager.Addr %q is an abstract Unix socket, which has no file: unset SocketMode, SocketUser and SocketGroup", c.addr)
+	if slices.ContainsFunc(c.sockets, socketSpec.hasFile) {
+		return nil // the master sets up those; SocketMode has nothing to do with the others
 	}
-	return nil
+	if len(c.sockets) > 1 {
+		return invalid("Manager.SocketMode, SocketUser and SocketGroup set up the files of the Unix sockets that the master binds, and it binds none: unset them, or set them where the sockets are made (SocketMode=, SocketUser= and SocketGroup= in a .socket unit)")
+	}
+	switch s := c.sockets[0]; {
+	case s.given != nil:
+		return invalid("Manager.SocketMode, SocketUser and SocketGroup set up the file of a socket that the master binds, but the pool is given one (%s): set them where it is made (SocketMode=, SocketUser= and SocketGroup= in a .socket unit)", s.from)
+	case !sys.IsUnix(s.network):
+		return invalid("Manager.SocketMode, SocketUser and SocketGroup apply to the file of a Unix socket, not to %sNetwork %q; unset them", s.field, s.network)
+	default:
+		return invalid("%sAddr %q is an abstract Unix socket, which has no file: unset SocketMode, SocketUser and SocketGroup", s.field, s.addr)
+	}
 }
 
 // credential decides whom the children run as: nil for the master's own

@@ -107,7 +107,11 @@ func TestIdentities(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	unixAt := func(path string) config { return config{network: "unix", addr: path} }
+	one := func(network, addr string) config {
+		return config{sockets: []socketSpec{{field: "Manager.", network: network, addr: addr}}}
+	}
+	unixAt := func(path string) config { return one("unix", path) }
+	reusing := func(network, addr string) config { c := one(network, addr); c.reusePort = true; return c }
 	for name, c := range map[string]struct {
 		p    privileges
 		cfg  config
@@ -118,7 +122,7 @@ func TestIdentities(t *testing.T) {
 		"nothing": {root, unixAt("/run/x.sock"), &Manager{}, nil, ""},
 		"a mode": {root, unixAt("/run/x.sock"), &Manager{SocketMode: 0o660},
 			&sys.SocketFile{Mode: 0o660, UID: -1, GID: -1}, ""},
-		"a group by name": {root, config{network: "unixgram", addr: "/run/x.sock"}, &Manager{SocketGroup: "www-data"},
+		"a group by name": {root, one("unixgram", "/run/x.sock"), &Manager{SocketGroup: "www-data"},
 			&sys.SocketFile{UID: -1, GID: 33}, ""},
 		"owner and group by number": {root, unixAt("/run/x.sock"), &Manager{SocketUser: "4321", SocketGroup: "8765", SocketMode: 0o600},
 			&sys.SocketFile{Mode: 0o600, UID: 4321, GID: 8765}, ""},
@@ -129,19 +133,25 @@ func TestIdentities(t *testing.T) {
 		"an unknown owner":   {root, unixAt("/run/x.sock"), &Manager{SocketUser: "wwww"}, nil, `Manager.SocketUser "wwww"`},
 		"an unknown group":   {root, unixAt("/run/x.sock"), &Manager{SocketGroup: "wwww"}, nil, `Manager.SocketGroup "wwww"`},
 		"not permissions":    {root, unixAt("/run/x.sock"), &Manager{SocketMode: os.ModeSetgid | 0o660}, nil, "bits other than permissions"},
-		"TCP":                {root, config{network: "tcp", addr: ":80"}, &Manager{SocketMode: 0o660}, nil, `not to Network "tcp"`},
+		"TCP":                {root, one("tcp", ":80"), &Manager{SocketMode: 0o660}, nil, `not to Manager.Network "tcp"`},
 		"an abstract socket": {root, unixAt("@x"), &Manager{SocketGroup: "www-data"}, nil, "has no file"},
-		"a socket given": {root, config{network: "unix", socket: ln.(syscall.Conn), socketFrom: "Manager.Listener"}, &Manager{SocketMode: 0o660}, nil,
+		"a socket given": {root, config{sockets: []socketSpec{{network: "unix", given: ln.(syscall.Conn), from: "Manager.Listener"}}}, &Manager{SocketMode: 0o660}, nil,
 			"the pool is given one (Manager.Listener)"},
 
-		"reuse-port, a privileged port": {root, config{network: "tcp", addr: ":80", reusePort: true}, &Manager{User: "www"}, nil,
+		"reuse-port, a privileged port": {root, reusing("tcp", ":80"), &Manager{User: "www"}, nil,
 			`as User "www", who cannot bind port 80 (below 1024)`},
-		"reuse-port, a service name":           {root, config{network: "tcp", addr: ":http", reusePort: true}, &Manager{User: "www"}, nil, "port 80"},
-		"reuse-port, a port any user may bind": {root, config{network: "udp", addr: ":8080", reusePort: true}, &Manager{User: "www"}, nil, ""},
-		"reuse-port, port 0":                   {root, config{network: "tcp", addr: ":0", reusePort: true}, &Manager{User: "www"}, nil, ""},
-		"reuse-port, no privileged ports":      {fakePrivileges(0, 0, 0), config{network: "tcp", addr: ":80", reusePort: true}, &Manager{User: "www"}, nil, ""},
-		"reuse-port, children as the master":   {fakePrivileges(1000, 1000, 1024), config{network: "tcp", addr: ":80", reusePort: true}, &Manager{User: "dev"}, nil, ""},
-		"a bad user first":                     {root, config{network: "tcp", addr: ":80"}, &Manager{User: "wwww", SocketMode: 0o660}, nil, "unknown user"},
+		"reuse-port, a service name":           {root, reusing("tcp", ":http"), &Manager{User: "www"}, nil, "port 80"},
+		"reuse-port, a port any user may bind": {root, reusing("udp", ":8080"), &Manager{User: "www"}, nil, ""},
+		"reuse-port, port 0":                   {root, reusing("tcp", ":0"), &Manager{User: "www"}, nil, ""},
+		"reuse-port, no privileged ports":      {fakePrivileges(0, 0, 0), reusing("tcp", ":80"), &Manager{User: "www"}, nil, ""},
+		"reuse-port, children as the master":   {fakePrivileges(1000, 1000, 1024), reusing("tcp", ":80"), &Manager{User: "dev"}, nil, ""},
+		"several sockets, one of them Unix": {root, config{sockets: []socketSpec{{network: "tcp", addr: ":80"}, {network: "unix", addr: "/run/x.sock"}}},
+			&Manager{SocketMode: 0o660}, &sys.SocketFile{Mode: 0o660, UID: -1, GID: -1}, ""},
+		"several sockets, none with a file": {root, config{sockets: []socketSpec{{network: "tcp", addr: ":80"}, {network: "unix", addr: "@x"}}},
+			&Manager{SocketMode: 0o660}, nil, "it binds none"},
+		"reuse-port, several, one privileged": {root, config{reusePort: true, sockets: []socketSpec{{network: "tcp", addr: ":8080"}, {network: "udp", addr: ":53"}}},
+			&Manager{User: "www"}, nil, "cannot bind port 53"},
+		"a bad user first": {root, one("tcp", ":80"), &Manager{User: "wwww", SocketMode: 0o660}, nil, "unknown user"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := c.cfg

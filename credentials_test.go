@@ -28,7 +28,7 @@ func TestUnknownAccountsAreRefused(t *testing.T) {
 		"a group alone": {&prefork.Manager{NewChild: newChild, Addr: ":0", Group: "65534"}, "set User too"},
 		"an unknown socket group": {&prefork.Manager{NewChild: newChild, Network: "unix", Addr: sock, SocketGroup: "prefork-no-such-group"},
 			`Manager.SocketGroup "prefork-no-such-group"`},
-		"a socket mode for TCP": {&prefork.Manager{NewChild: newChild, Addr: ":0", SocketMode: 0o660}, `not to Network "tcp"`},
+		"a socket mode for TCP": {&prefork.Manager{NewChild: newChild, Addr: ":0", SocketMode: 0o660}, `not to Manager.Network "tcp"`},
 	}
 	if os.Geteuid() != 0 && os.Geteuid() != 4321 {
 		cases["not root"] = refusal{&prefork.Manager{NewChild: newChild, Addr: ":0", User: "4321", Group: "4321"}, "only a master that runs as root"}

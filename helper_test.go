@@ -93,6 +93,7 @@ type helperConfig struct {
 	User, Group                               string
 	SocketMode                                os.FileMode
 	SocketUser, SocketGroup                   string
+	Sockets                                   []prefork.Socket // Manager.Sockets (no Listener)
 }
 
 func helperMain() int {
@@ -175,13 +176,14 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 	if cfg.Quiet {
 		level = slog.LevelWarn
 	}
-	if cfg.Addr == "" && !cfg.NoAddr {
+	if cfg.Addr == "" && !cfg.NoAddr && len(cfg.Sockets) == 0 {
 		cfg.Addr = "127.0.0.1:0"
 	}
 	return &prefork.Manager{
 		Network:           cfg.Network,
 		Addr:              cfg.Addr,
 		ListenerName:      cfg.ListenerName,
+		Sockets:           cfg.Sockets,
 		ReusePort:         cfg.ReusePort,
 		MinServers:        cfg.Min,
 		MaxServers:        cfg.Max,
@@ -258,7 +260,8 @@ func (r recorder) add(hook, detail string) {
 	}
 }
 
-// testChild serves a line protocol: "pid" answers the child's pid; "sleep D"
+// testChild serves a line protocol: "pid" answers the child's pid; "socket"
+// the request's SocketName, "nth" its Served; "sleep D"
 // sleeps D (or until ctx ends) and answers "slept" or "cancelled";
 // "stopping" answers once Request.Stopping is closed; "alloc N" takes N
 // MiB more of memory and keeps it; "getenv NAME" answers the child's
@@ -339,6 +342,8 @@ func answerDatagram(r *prefork.Request) error {
 	switch cmd {
 	case "pid":
 		return r.Reply([]byte(strconv.Itoa(os.Getpid())))
+	case "socket":
+		return r.Reply([]byte(r.SocketName))
 	case "size":
 		return r.Reply(fmt.Appendf(nil, "%d %08x", len(r.Data), crc32.ChecksumIEEE(r.Data)))
 	}
@@ -370,6 +375,10 @@ func (c *testChild) serveConn(ctx context.Context, r *prefork.Request) error {
 		switch cmd {
 		case "pid":
 			reply = strconv.Itoa(os.Getpid())
+		case "socket":
+			reply = r.SocketName
+		case "nth": // how many requests the child served before this one
+			reply = strconv.Itoa(r.Served)
 		case "sleep":
 			d, err := time.ParseDuration(arg)
 			if err != nil {
@@ -700,11 +709,16 @@ type client struct {
 
 func (p *pool) dial() *client {
 	p.t.Helper()
-	conn, err := net.DialTimeout(p.network, p.addr, waitLimit)
-	require.NoError(p.t, err)
-	p.t.Cleanup(func() { conn.Close() })
+	return dialClient(p.t, p.network, p.addr)
+}
+
+func dialClient(t *testing.T, network, addr string) *client {
+	t.Helper()
+	conn, err := net.DialTimeout(network, addr, waitLimit)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(2 * waitLimit))
-	return &client{t: p.t, conn: conn, in: bufio.NewReader(conn)}
+	return &client{t: t, conn: conn, in: bufio.NewReader(conn)}
 }
 
 func (c *client) send(line string) {

@@ -23,7 +23,8 @@ import (
 // from ln and runs it through PostAccept, AllowDeny, RequestDenied,
 // ProcessRequest and PostProcessRequest, with RequestTimeout, until ctx is
 // done or MaxRequests requests are served. Request.Served counts as in a
-// child; Request.Network is ln.Addr().Network().
+// child; Request.Network is ln.Addr().Network(), and Request.SocketName
+// that network and the address, such as "tcp 127.0.0.1:9000".
 //
 // The end of ctx is a graceful stop, as the pool's stop is for a child:
 // Request.Stopping is closed, the request in hand may finish, and
@@ -61,12 +62,12 @@ func (m *Manager) RunInProcess(ctx context.Context, ln net.Listener) error {
 	if !ok {
 		return fmt.Errorf("prefork: RunInProcess: a %T has no SetDeadline method, which ends its Accept when ctx is done", ln)
 	}
-	return m.runInProcess(ctx, ln.Addr().Network(), dl.SetDeadline, func(p *inProcess) (*Request, error) {
+	return m.runInProcess(ctx, ln.Addr(), dl.SetDeadline, func(p *inProcess) (*Request, error) {
 		conn, err := ln.Accept()
 		if err != nil {
 			return nil, fmt.Errorf("prefork: accept: %w", err)
 		}
-		return &Request{Conn: conn, RemoteAddr: conn.RemoteAddr(), Network: p.network, Served: p.served, stopping: p.stopping}, nil
+		return &Request{Conn: conn, RemoteAddr: conn.RemoteAddr(), Network: p.network, SocketName: p.socketName, Served: p.served, stopping: p.stopping}, nil
 	})
 }
 
@@ -83,7 +84,7 @@ func (m *Manager) RunInProcessPacket(ctx context.Context, pc net.PacketConn) err
 	}
 	defer pc.SetWriteDeadline(time.Time{})
 	buf := make([]byte, maxDatagram+1) // a byte more: a longer datagram fills it
-	return m.runInProcess(ctx, pc.LocalAddr().Network(), pc.SetReadDeadline, func(p *inProcess) (*Request, error) {
+	return m.runInProcess(ctx, pc.LocalAddr(), pc.SetReadDeadline, func(p *inProcess) (*Request, error) {
 		n, sender, err := pc.ReadFrom(buf)
 		if err != nil {
 			return nil, fmt.Errorf("prefork: read: %w", err)
@@ -100,7 +101,7 @@ func (m *Manager) RunInProcessPacket(ctx context.Context, pc net.PacketConn) err
 			_, err := pc.WriteTo(b, sender)
 			return err
 		}
-		return &Request{Data: buf[:n], RemoteAddr: sender, Network: p.network, Served: p.served, stopping: p.stopping, reply: reply}, nil
+		return &Request{Data: buf[:n], RemoteAddr: sender, Network: p.network, SocketName: p.socketName, Served: p.served, stopping: p.stopping, reply: reply}, nil
 	})
 }
 
@@ -108,6 +109,7 @@ func (m *Manager) RunInProcessPacket(ctx context.Context, pc net.PacketConn) err
 type inProcess struct {
 	dispatcher
 	network     string
+	socketName  string // its network and address
 	stopping    chan struct{} // closed when ctx is done
 	served      int
 	maxRequests int
@@ -115,7 +117,7 @@ type inProcess struct {
 
 // runInProcess runs a child on the requests that next takes. setDeadline
 // sets the deadline of next's wait.
-func (m *Manager) runInProcess(ctx context.Context, network string, setDeadline func(time.Time) error, next func(*inProcess) (*Request, error)) error {
+func (m *Manager) runInProcess(ctx context.Context, addr net.Addr, setDeadline func(time.Time) error, next func(*inProcess) (*Request, error)) error {
 	cfg, err := m.config(false)
 	if err != nil {
 		return err
@@ -126,7 +128,7 @@ func (m *Manager) runInProcess(ctx context.Context, network string, setDeadline 
 	if err != nil {
 		return err
 	}
-	p := &inProcess{dispatcher: d, network: network, stopping: make(chan struct{}), maxRequests: cfg.requestLimit()}
+	p := &inProcess{dispatcher: d, network: addr.Network(), socketName: addr.Network() + " " + addr.String(), stopping: make(chan struct{}), maxRequests: cfg.requestLimit()}
 	defer setDeadline(time.Time{})
 	endStop := p.stopOn(ctx, cfg.shutdownTimeout, hardStop, setDeadline)
 	err = p.initialize()

@@ -131,6 +131,7 @@ func TestRunInProcessLeavesTheListenerToTheCaller(t *testing.T) {
 	_, isTCP := r.Conn.(*net.TCPConn)
 	assert.True(t, isTCP, "Request.Conn is the listener's own connection, not a %T", r.Conn)
 	assert.Equal(t, "tcp", r.Network)
+	assert.Equal(t, "tcp "+ln.Addr().String(), r.SocketName)
 	stop()
 	require.NoError(t, receive(t, done, "the end of RunInProcess"))
 	assert.NoError(t, <-c.shutdown, "a stop by ctx is a normal end")

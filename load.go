@@ -21,9 +21,7 @@ func (ms *master) observe() observation {
 		ms.failures = 0
 	}
 	o := observation{now: now, queued: -1, begun: ms.begunGone, failing: ms.failures > 0, startAfter: ms.nextSpawn}
-	if ms.listener != nil {
-		o.queued = sys.Queued(ms.listenFD, ms.cfg.network)
-	}
+	o.queued = ms.readQueues()
 	var stuck []int
 	for _, c := range ms.children {
 		o.processes++

@@ -12,7 +12,7 @@ import (
 
 // A Manager runs a prefork server. Configure it, then call Run. Every field
 // is optional but NewChild and Addr (or a socket given to serve: Listener,
-// or one systemd passed); zero selects the default. Run never writes to
+// or one systemd passed; or Sockets); zero selects the default. Run never writes to
 // the Manager.
 type Manager struct {
 	// Network is "tcp" (the default: IPv4 and IPv6), "tcp4", "tcp6",
@@ -24,7 +24,8 @@ type Manager struct {
 	// ManagerHooks.PostBind receives the bound address.
 	//
 	// Network and Addr are ignored when the master is given its socket:
-	// Listener, or the one systemd passed (see ListenerName).
+	// Listener, or one systemd passed (see ListenerName). To serve
+	// several sockets, leave them empty and set Sockets.
 	Addr string
 
 	// Listener, when set, is a socket for the pool to serve instead of
@@ -51,16 +52,16 @@ type Manager struct {
 	//
 	// When Listener is nil and systemd passed sockets (socket activation:
 	// LISTEN_PID names this process and LISTEN_FDS counts them), the
-	// master serves one of those, the same way: see ListenerName.
+	// master serves those, the same way: see ListenerName.
 	Listener syscall.Conn
 
-	// ListenerName picks the socket to serve among those systemd passed:
-	// the one of that name in LISTEN_FDNAMES (FileDescriptorName= in the
-	// .socket unit; systemd names a socket "unknown" otherwise). Empty,
-	// the master serves the only socket systemd passed. When it cannot
-	// choose (several sockets and no name, or none of that name), Run
-	// returns an error wrapping ErrInvalidConfig. It is ignored when
-	// systemd passed nothing, and when Listener is set.
+	// ListenerName picks the sockets to serve among those systemd passed:
+	// the ones of that name in LISTEN_FDNAMES (FileDescriptorName= in the
+	// .socket unit; systemd names a socket after its unit otherwise, all
+	// the sockets of a unit alike). Empty, the master serves every socket
+	// systemd passed. When none has that name, Run returns an error
+	// wrapping ErrInvalidConfig. When systemd passed nothing, or Listener
+	// is set, it only names the socket, as Socket.Name does.
 	//
 	// The master reads LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES as it
 	// first runs in a process, and removes them from the environment, as
@@ -70,6 +71,21 @@ type Manager struct {
 	// program that serves another of those sockets itself reads the
 	// variables before Run.
 	ListenerName string
+
+	// Sockets, when set, are the sockets the pool serves, instead of the
+	// one that Network, Addr, Listener and ListenerName describe, which
+	// must then be unset: two ports, IPv4 and IPv6, TCP and a Unix
+	// socket, TCP and UDP. Each child serves all of them, one request at
+	// a time, and Request.SocketName tells them apart; the kernel still
+	// wakes one idle child per connection. A child takes its requests from
+	// the sockets in turn, so that a busy socket does not starve another.
+	// Everything said here of the socket holds for each: the master binds
+	// them all, or is given some (Socket.Listener, or systemd's, matched
+	// by name), calls ManagerHooks.PostBind once for each, and stops the
+	// intake of those it created when the pool stops; Backlog and the
+	// Socket* fields apply to each it binds, and with ReusePort each
+	// child binds all of them. Stats shows each socket's queue.
+	Sockets []Socket
 
 	// ReusePort makes each child bind a socket of its own with
 	// SO_REUSEPORT (TCP and UDP only), instead of sharing one socket

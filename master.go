@@ -1,6 +1,7 @@
 package prefork
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,25 +34,26 @@ type event struct {
 }
 
 type master struct {
-	cfg      config
-	log      *slog.Logger
-	ctx      context.Context
-	listener *os.File
-	listenFD int // the listener's descriptor, for reading its queue
-	board    *board.Board
-	boardFD  *os.File // the board's file, for children to map
-	slots    []bool   // which board slots belong to a child: the master's own record
-	exe      string
-	env      []string
-	spawner  *spawner
-	children []*child // oldest first
-	events   chan event
-	askMu    sync.Mutex
-	asked    []SignalAction // by Manager's methods, for the loop
-	limits   *Limits        // by SetLimits, for the loop; the newest wins
-	askWake  chan struct{}  // a buffer of one: the loop has asks to read
-	done     chan struct{}  // closed when Run returns
-	watchers sync.WaitGroup
+	cfg config
+	log *slog.Logger
+	ctx context.Context
+	// listeners are the sockets the master shares with its children, in
+	// the order they are handed over; none in reuse-port mode.
+	listeners []*listener
+	board     *board.Board
+	boardFD   *os.File // the board's file, for children to map
+	slots     []bool   // which board slots belong to a child: the master's own record
+	exe       string
+	env       []string
+	spawner   *spawner
+	children  []*child // oldest first
+	events    chan event
+	askMu     sync.Mutex
+	asked     []SignalAction // by Manager's methods, for the loop
+	limits    *Limits        // by SetLimits, for the loop; the newest wins
+	askWake   chan struct{}  // a buffer of one: the loop has asks to read
+	done      chan struct{}  // closed when Run returns
+	watchers  sync.WaitGroup
 
 	everReady    bool
 	failures     int       // attempts in a row whose children failed to start, or died young
@@ -61,8 +63,6 @@ type master struct {
 	stopping     bool
 	draining     <-chan time.Time // a stop waits for DrainDelay to pass
 	drained      bool             // the drain is over: the next ActionStop stops
-	intakeClosed bool             // the listener takes no new connections: the pool stops
-	adopted      bool             // the listener is a socket the master did not create: Manager.Listener, or systemd's
 	restarting   bool             // some children are due for replacement
 	stopErr      error            // what Run returns
 
@@ -110,46 +110,44 @@ func (ms *master) wake() {
 func (ms *master) run() error {
 	ctx, cfg := ms.ctx, ms.cfg
 	hooks := cfg.hooks
-	var handed wire.Listener
+	var handed []wire.Listener
 	if cfg.reusePort {
-		// Each child binds; the master only settles which port they share.
-		addr, err := sys.ReservePort(cfg.network, cfg.addr)
-		if err != nil {
-			return fmt.Errorf("prefork: resolve %s %s: %w", cfg.network, cfg.addr, err)
+		// Each child binds; the master only settles which ports they share.
+		for _, s := range cfg.sockets {
+			addr, err := sys.ReservePort(s.network, s.addr)
+			if err != nil {
+				return fmt.Errorf("prefork: resolve %s %s: %w", s.network, s.addr, err)
+			}
+			handed = append(handed, wire.Listener{Name: cmp.Or(s.name, s.network+" "+addr), Network: s.network, Addr: addr})
+			ms.log.Info("prefork: children listen with SO_REUSEPORT", "network", s.network, "addr", addr, "pid", os.Getpid())
 		}
-		handed = wire.Listener{Network: cfg.network, Addr: addr}
-		ms.log.Info("prefork: children listen with SO_REUSEPORT", "network", cfg.network, "addr", addr, "pid", os.Getpid())
 	} else {
-		listener, addr, err := ms.listen()
-		if err != nil {
+		if err := ms.listen(); err != nil {
 			return err
 		}
-		cfg = ms.cfg // the network and address of a socket given to the master
-		ms.listener = listener
-		if ms.listenFD, err = sys.FD(listener); err != nil {
-			return fmt.Errorf("prefork: %w", err)
+		// The sockets stay open until every child is gone (connections
+		// waiting in their queues would be reset).
+		defer ms.closeListeners()
+		for i, l := range ms.listeners {
+			handed = append(handed, wire.Listener{Name: l.name, Network: l.network, Addr: l.addr.String(), FD: wire.FDFirstListener + i})
 		}
-		// The socket stays open until every child is gone (connections
-		// waiting in its queue would be reset), and its file goes with it,
-		// unless a graceful stop removed it already: by then the path may
-		// be a new server's. The file of a socket given to the master is
-		// not the master's to remove.
-		defer func() {
-			if !ms.intakeClosed && !ms.adopted {
-				sys.RemoveSocketFile(cfg.network, cfg.addr)
+		for _, l := range ms.listeners {
+			if hooks.PostBind != nil {
+				if err := guard("PostBind", func() error { return hooks.PostBind(ctx, l.addr) }); err != nil {
+					return fmt.Errorf("prefork: PostBind hook: %w", err)
+				}
 			}
-		}()
-		defer listener.Close()
-		handed = wire.Listener{Network: cfg.network, Addr: addr.String(), FD: wire.FDFirstListener}
-		if hooks.PostBind != nil {
-			if err := guard("PostBind", func() error { return hooks.PostBind(ctx, addr) }); err != nil {
-				return fmt.Errorf("prefork: PostBind hook: %w", err)
-			}
+			ms.log.Info("prefork: listening", "socket", l.name, "network", l.network, "addr", l.addr.String(), "pid", os.Getpid())
 		}
-		ms.log.Info("prefork: listening", "network", cfg.network, "addr", addr.String(), "pid", os.Getpid())
+	}
+	if len(cfg.unusedPassed) > 0 {
+		ms.log.Info("prefork: not serving sockets that systemd passed, which no Socket names", "sockets", cfg.unusedPassed)
 	}
 	ms.counted(func(p *Stats) {
-		p.Network, p.Addr = handed.Network, handed.Addr
+		p.Network, p.Addr = handed[0].Network, handed[0].Addr
+		for _, h := range handed {
+			p.Sockets = append(p.Sockets, SocketStats{Name: h.Name, Network: h.Network, Addr: h.Addr, Queued: -1, MaxQueued: -1})
+		}
 		p.Limits = Limits{cfg.minServers, cfg.maxServers, cfg.minSpare, cfg.maxSpare}
 		p.MaxRequests = cfg.maxRequests
 	})
@@ -177,8 +175,8 @@ func (ms *master) run() error {
 	if ms.exe, err = sys.Executable(); err != nil {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
-	ms.env = childEnv([]wire.Listener{handed}, ms.cfg.childMaxProcs)
-	ms.sd.open(ms.log, handed.Network+" "+handed.Addr)
+	ms.env = childEnv(handed, ms.cfg.childMaxProcs)
+	ms.sd.open(ms.log, where(handed))
 	defer ms.sd.close()
 	ms.spawner = startSpawner(cfg.maxServers, cfg.childTimerSlack)
 	defer ms.spawner.stop()
@@ -188,7 +186,7 @@ func (ms *master) run() error {
 		minSpare: cfg.minSpare, maxSpare: cfg.maxSpare,
 		// Parking needs a queue to watch: a parked child takes nothing
 		// from it, and the master unparks it when connections wait.
-		canPark: ms.listener != nil && sys.Queued(ms.listenFD, cfg.network) >= 0,
+		canPark: ms.readQueues() >= 0,
 	}
 	if err := callHook("PreInitChildren", hooks.PreInitChildren, ctx); err != nil {
 		return err
@@ -464,33 +462,13 @@ func (ms *master) exited(c *child, err error) {
 // connections wait after a child died by itself: the kernel may have woken
 // that child for one of them, and will not wake another for it.
 func (ms *master) lookAgain() {
-	if ms.listener == nil {
-		return
-	}
-	n := sys.Queued(ms.listenFD, ms.cfg.network)
+	n := ms.readQueues()
 	for _, c := range ms.children {
 		if n > 0 && ms.idle(c) {
 			ms.send(c, wire.Look)
 			n--
 		}
 	}
-}
-
-// closeIntake stops new connections from entering the shared listener's
-// queue, before the children are told to stop: they serve what is queued
-// before they leave, and the listener closes with nothing in it to reset.
-// A socket given to the master is left as it is: what comes, and what is
-// queued when the children have left, waits for the socket's next server
-// (systemd, or the program, holds it meanwhile).
-func (ms *master) closeIntake() {
-	if ms.listener == nil || ms.adopted {
-		return
-	}
-	if err := sys.CloseIntake(ms.listenFD, ms.cfg.network); err != nil {
-		ms.log.Warn("prefork: cannot refuse new connections while stopping; those that come will be reset", "err", err)
-		return
-	}
-	ms.intakeClosed = true
 }
 
 // killedBySignal reports whether a child's exit error says SIGKILL ended it.

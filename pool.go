@@ -55,6 +55,10 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 	ms.counted(func(p *Stats) {
 		p.Queued = o.queued
 		p.MaxQueued = max(p.MaxQueued, o.queued)
+		for i, l := range ms.listeners {
+			p.Sockets[i].Queued = l.queued
+			p.Sockets[i].MaxQueued = max(p.Sockets[i].MaxQueued, l.queued)
+		}
 		if d.atMax && !ms.atMax {
 			p.MaxServersReached++
 		}

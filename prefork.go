@@ -227,8 +227,13 @@ type Request struct {
 	// or *net.UnixAddr. It is nil for a Unix datagram from an unbound
 	// socket, which cannot be answered.
 	RemoteAddr net.Addr
-	// Network is the listener's network, such as "tcp" or "udp6".
+	// Network is the socket's network, such as "tcp" or "udp6".
 	Network string
+	// SocketName is the name of the socket the request came from: its
+	// Socket.Name, or ListenerName, or the name systemd gave it, or else
+	// its network and bound address, such as "tcp 127.0.0.1:9000" (under
+	// RunInProcess, the listener's).
+	SocketName string
 	// Served counts the requests this child process finished before this one.
 	Served int
 

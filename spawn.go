@@ -65,8 +65,8 @@ func (ms *master) spawn(startPhase phase) error {
 		ExtraFiles:  []*os.File{childStatus, ms.boardFD}, // fds 3 and 4
 		SysProcAttr: sys.ChildAttr(syscall.SIGTERM, ms.cfg.credential),
 	}
-	if ms.listener != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, ms.listener) // fd 5
+	for _, l := range ms.listeners {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, l.file) // fds 5 and on
 	}
 	c := &child{slot: slot, cmd: cmd, status: status, started: time.Now(), startPhase: startPhase}
 	c.expires = ms.cfg.recycle.expiry(c.started)

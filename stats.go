@@ -17,8 +17,12 @@ type Stats struct {
 	// Time is when the master last looked at its pool: at every change of
 	// a child, and every 20 ms while children are busy.
 	Time time.Time
-	// Network and Addr are the listener's (Addr with the port bound).
+	// Network and Addr are the socket's (Addr with the port bound); with
+	// several sockets, the first's.
 	Network, Addr string
+	// Sockets are the sockets the pool serves, in the order of
+	// Manager.Sockets, with their queues.
+	Sockets []SocketStats
 	// Limits are the pool's size limits in force (see Manager.SetLimits),
 	// and MaxRequests the requests a child serves before it is replaced.
 	Limits      Limits
@@ -27,11 +31,8 @@ type Stats struct {
 	Stopping bool
 	// Children are the master's children, oldest first.
 	Children []ChildStats
-	// Queued is how many connections wait in the listener's queue (for
-	// datagrams, 1 if any waits), and MaxQueued the most seen; -1 where
-	// the queue cannot be read (reuse-port mode, systems other than
-	// Linux). The queue is read only while children
-	// are busy, so that an idle pool costs nothing.
+	// Queued is how many connections wait in the sockets' queues, and
+	// MaxQueued the most seen; see SocketStats.
 	Queued, MaxQueued int
 	// Requests counts the requests that children have begun, ever.
 	Requests uint64
@@ -44,6 +45,19 @@ type Stats struct {
 	MaxServersReached uint64
 	// SlowRequests counts the requests that ran for Manager.SlowRequest.
 	SlowRequests uint64
+}
+
+// SocketStats is one socket in a Stats snapshot.
+type SocketStats struct {
+	// Name is the socket's name (Request.SocketName), Network and Addr
+	// its network and address, with the port bound.
+	Name, Network, Addr string
+	// Queued is how many connections wait in the socket's queue (for
+	// datagrams, 1 if any waits), and MaxQueued the most seen; -1 where
+	// the queue cannot be read (reuse-port mode, systems other than
+	// Linux). The queue is read only while children are busy, so that an
+	// idle pool costs nothing.
+	Queued, MaxQueued int
 }
 
 // Limits are the pool's size limits; see the Manager fields of the same
@@ -134,6 +148,7 @@ func (b *statsBoard) snapshot() Stats {
 	defer b.mu.Unlock()
 	s := b.pub
 	s.Children = append([]ChildStats(nil), b.pub.Children...)
+	s.Sockets = append([]SocketStats(nil), b.pub.Sockets...)
 	s.Exits = make(map[ExitReason]uint64, len(b.pub.Exits))
 	for r, n := range b.pub.Exits {
 		s.Exits[r] = n
@@ -269,9 +284,15 @@ func (ms *master) logStats() {
 	for r, n := range s.Exits {
 		exits = append(exits, slog.Uint64(strings.ReplaceAll(string(r), " ", "_"), n))
 	}
+	var queues []any // each socket's, when there are several
+	for _, sock := range s.Sockets {
+		if len(s.Sockets) > 1 {
+			queues = append(queues, slog.Int(sock.Name, sock.Queued))
+		}
+	}
 	ms.log.Info("prefork: stats",
 		"children", len(s.Children), slog.Group("states", states...),
-		"queued", s.Queued, "max_queued", s.MaxQueued, "requests", s.Requests,
+		"queued", s.Queued, "max_queued", s.MaxQueued, slog.Group("queued_by_socket", queues...), "requests", s.Requests,
 		"started", s.Started, slog.Group("exits", exits...), "max_servers_reached", s.MaxServersReached,
 		"slow_requests", s.SlowRequests)
 }

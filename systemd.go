@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prefork-go/prefork/internal/sdnotify"
+	"github.com/prefork-go/prefork/internal/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -93,31 +94,9 @@ func parsePassedSockets(pid, n, names string, self int) passedSockets {
 	return p
 }
 
-// choose picks the descriptor to serve: the only one, or the one named
-// name. It returns -1 when none was passed.
-func (p passedSockets) choose(name string) (int, error) {
-	if p.err != nil {
-		return -1, invalid("socket activation: %v", p.err)
-	}
-	if len(p.fds) == 0 {
-		return -1, nil
-	}
-	var match []int
-	for i, n := range p.names {
-		if name == "" || n == name {
-			match = append(match, i)
-		}
-	}
-	passed := fmt.Sprintf("%s=%s", envListenFDNames, strings.Join(p.names, ":"))
-	switch {
-	case len(match) == 1:
-		return p.fds[match[0]], nil
-	case len(match) == 0:
-		return -1, invalid("Manager.ListenerName is %q, but systemd passed no socket of that name (%s); use one of those names (FileDescriptorName= in the .socket unit)", name, passed)
-	case name == "":
-		return -1, invalid("systemd passed %d sockets (%s); set Manager.ListenerName to the name of the one to serve (FileDescriptorName= in the .socket unit)", len(p.fds), passed)
-	}
-	return -1, invalid("systemd passed %d sockets named %q (%s), and the pool serves one: give each its own FileDescriptorName=, or pass only one", len(match), name, passed)
+// String lists the sockets as LISTEN_FDNAMES does, for messages.
+func (p passedSockets) String() string {
+	return envListenFDNames + "=" + strings.Join(p.names, ":")
 }
 
 // notifier tells the service manager what the master does, when it asked
@@ -191,6 +170,15 @@ func (n *notifier) tell(state, status string) {
 		n.log.Info("prefork: notifying the service manager again", "socket", n.sock.String())
 	}
 	n.failing = err != nil
+}
+
+// where names the sockets in a STATUS= line.
+func where(ls []wire.Listener) string {
+	names := make([]string, len(ls))
+	for i, l := range ls {
+		names[i] = l.Network + " " + l.Addr
+	}
+	return strings.Join(names, ", ")
 }
 
 // sdStatus describes the pool in a STATUS= line.

@@ -105,40 +105,55 @@ func TestSocketActivation(t *testing.T) {
 	}
 }
 
-// Of several sockets, the master serves the one that ListenerName names;
-// without a name it cannot choose, and says so before it starts anything.
+// Of several sockets, the master serves the ones that ListenerName names;
+// without a name, all of them; with Sockets, each of those that a Socket
+// names, in place of binding its Addr. Requests say which socket they
+// came from.
 func TestSocketActivationByName(t *testing.T) {
 	t.Parallel()
-	t.Run("named", func(t *testing.T) {
-		t.Parallel()
-		dir := t.TempDir()
-		admin, web := filepath.Join(dir, "admin"), filepath.Join(dir, "web")
-		cfg := helperConfig{NoAddr: true, ListenerName: "web", Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1}
-		p := startPoolWith(t, cfg, socketActivate(t, nil, "-l", admin, "-l", web, "--fdname=admin:web"))
-		p.network, p.addr = "unix", web
-		c := p.dialWhenListening()
-		assert.Equal(t, "served", c.ask("served"))
-		c.conn.Close()
-		assert.Equal(t, web, p.waitEvent("master", "PostBind").Detail)
-		p.signal(syscall.SIGTERM)
-		require.NoError(t, p.wait())
-	})
-	t.Run("unnamed", func(t *testing.T) {
-		t.Parallel()
-		dir := t.TempDir()
-		cfg := helperConfig{NoAddr: true, Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1}
-		p := startPoolWith(t, cfg, socketActivate(t, nil, "-l", filepath.Join(dir, "a"), "-l", filepath.Join(dir, "b")))
-		p.network, p.addr = "unix", filepath.Join(dir, "a")
-		p.dialWhenListening()
-		var exit *exec.ExitError
-		require.ErrorAs(t, p.wait(), &exit)
-		assert.Equal(t, 1, exit.ExitCode())
-		// What Run returned, as the helper prints it.
-		log := p.logText()
-		assert.Contains(t, log, prefork.ErrInvalidConfig.Error())
-		assert.Contains(t, log, "Manager.ListenerName")
-		assert.Empty(t, p.readEvents(), "nothing started")
-	})
+	for _, c := range []struct {
+		name   string
+		cfg    helperConfig
+		fdname string // --fdname, for sockets a and b
+		want   map[string]string
+	}{
+		{"ListenerName", helperConfig{ListenerName: "b"}, "a:b", map[string]string{"b": "b"}},
+		{"all", helperConfig{}, "", map[string]string{"a": "unknown", "b": "unknown"}},
+		{"Sockets", helperConfig{Sockets: []prefork.Socket{{Name: "web"}, {Name: "admin"}}}, "admin:web", map[string]string{"a": "admin", "b": "web"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			args := []string{"-l", filepath.Join(dir, "a"), "-l", filepath.Join(dir, "b")}
+			if c.fdname != "" {
+				args = append(args, "--fdname="+c.fdname)
+			}
+			cfg := c.cfg
+			cfg.NoAddr, cfg.Min, cfg.Max, cfg.MinSpare, cfg.MaxSpare = true, 1, 2, 1, 1
+			p := startPoolWith(t, cfg, socketActivate(t, nil, args...))
+			p.network = "unix"
+			var first *client
+			for socket, name := range c.want {
+				p.addr = filepath.Join(dir, socket)
+				if first == nil {
+					first = p.dialWhenListening() // starts the master
+					assert.Equal(t, name, first.ask("socket"), "socket %s", socket)
+					continue
+				}
+				assert.Equal(t, name, p.askNew("socket", waitLimit), "socket %s", socket)
+			}
+			posts := 0
+			for _, ev := range p.readEvents() {
+				if ev.Role == "master" && ev.Hook == "PostBind" {
+					posts++
+				}
+			}
+			assert.Equal(t, len(c.want), posts, "PostBind for each socket served")
+			first.conn.Close()
+			p.signal(syscall.SIGTERM)
+			require.NoError(t, p.wait())
+		})
+	}
 }
 
 // A socket the master did not create keeps its intake when the pool stops:

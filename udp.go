@@ -28,15 +28,15 @@ func (d *dispatcher) dropLong(sender net.Addr) {
 	d.log.Warn("prefork: datagram longer than the buffer; dropped", "remote", addrString(sender), "buffer", maxDatagram)
 }
 
-// nextDatagram takes one datagram from the listener, or returns nil if
-// there is none (another child took it, or it was too long and dropped).
-func (w *worker) nextDatagram() (*Request, error) {
-	n, from, truncated, err := sys.ReadFrom(w.fd, w.datagram)
+// nextDatagram takes one datagram from socket s, or returns nil if there
+// is none (another child took it, or it was too long and dropped).
+func (w *worker) nextDatagram(s *socket) (*Request, error) {
+	n, from, truncated, err := sys.ReadFrom(s.fd, w.datagram)
 	if err != nil {
 		return nil, w.acceptError("recvmsg", err)
 	}
 	w.shortSince = time.Time{}
-	sender := sys.Addr(w.network, from)
+	sender := sys.Addr(s.network, from)
 	if truncated {
 		w.dropLong(sender)
 		return nil, nil
@@ -45,7 +45,7 @@ func (w *worker) nextDatagram() (*Request, error) {
 		if sender == nil {
 			return errNoSender
 		}
-		return sys.WriteTo(w.fd, b, from, replyTimeout)
+		return sys.WriteTo(s.fd, b, from, replyTimeout)
 	}
-	return &Request{Data: w.datagram[:n], RemoteAddr: sender, Network: w.network, Served: w.served, stopping: w.stopping, reply: reply}, nil
+	return &Request{Data: w.datagram[:n], RemoteAddr: sender, Network: s.network, SocketName: s.name, Served: w.served, stopping: w.stopping, reply: reply}, nil
 }

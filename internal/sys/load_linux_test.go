@@ -130,7 +130,7 @@ func TestPollerListen(t *testing.T) {
 	w, err := NewWaiter(-1)
 	require.NoError(t, err)
 	defer w.Close()
-	p, err := NewPoller(fd, w)
+	p, err := NewPoller([]int{fd}, w)
 	require.NoError(t, err)
 	defer p.Close()
 	w.Pin(1 << 20) // waits may hold the P, whatever else runs

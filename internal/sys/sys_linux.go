@@ -44,24 +44,24 @@ func ChildAttr(sig syscall.Signal, cred *syscall.Credential) *syscall.SysProcAtt
 	return &syscall.SysProcAttr{Pdeathsig: sig, Credential: cred}
 }
 
-// Poller waits for a connection on a shared listener. The listener is
+// Poller waits for a connection on a child's listeners. Each listener is
 // registered with EPOLLEXCLUSIVE, so the kernel wakes one waiting child per
 // connection instead of all of them.
 type Poller struct {
 	epfd      int
-	listener  int
+	listeners []int
 	listening bool
 	waiter    *Waiter
-	events    [4]unix.EpollEvent
+	events    []unix.EpollEvent
 }
 
-// NewPoller watches listener, and the descriptors of w.
-func NewPoller(listener int, w *Waiter) (*Poller, error) {
+// NewPoller watches listeners, and the descriptors of w.
+func NewPoller(listeners []int, w *Waiter) (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	p := &Poller{epfd: epfd, listener: listener, waiter: w}
+	p := &Poller{epfd: epfd, listeners: listeners, waiter: w, events: make([]unix.EpollEvent, len(listeners)+2)}
 	add := func(fd int, events uint32) error {
 		ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 		return os.NewSyscallError("epoll_ctl", unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev))
@@ -82,29 +82,45 @@ func NewPoller(listener int, w *Waiter) (*Poller, error) {
 	return p, nil
 }
 
-// Listen adds the listener to the descriptors Wait watches, or takes it
-// out: a child that does not watch it is never woken for a connection, and
-// the kernel wakes another. (EPOLLEXCLUSIVE cannot be changed in place: the
-// listener is removed and added again.) It reports whether that changed
+// Listen adds the listeners to the descriptors Wait watches, or takes them
+// out: a child that does not watch them is never woken for a connection,
+// and the kernel wakes another. (EPOLLEXCLUSIVE cannot be changed in place:
+// a listener is removed and added again.) It reports whether that changed
 // anything.
 func (p *Poller) Listen(on bool) (changed bool, err error) {
 	if on == p.listening {
 		return false, nil
 	}
-	if on {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(p.listener)}
-		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, p.listener, &ev)
-	} else {
-		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, p.listener, nil)
-	}
-	if err != nil {
-		return false, os.NewSyscallError("epoll_ctl", err)
+	for i, fd := range p.listeners {
+		if on {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(fd)}
+			err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+		} else {
+			err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
+		if err != nil {
+			p.undo(i, on)
+			return false, os.NewSyscallError("epoll_ctl", err)
+		}
 	}
 	p.listening = on
 	return true, nil
 }
 
-// Wait blocks until the listener is ready (true) or the Waiter is woken
+// undo takes back what Listen(on) did to the first n listeners, so that all
+// of them stay in or out together.
+func (p *Poller) undo(n int, on bool) {
+	for _, fd := range p.listeners[:n] {
+		if on {
+			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		} else {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(fd)}
+			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+		}
+	}
+}
+
+// Wait blocks until a listener is ready (true) or the Waiter is woken
 // (false). While it does not listen, it sleeps as any Go program does: a
 // parked child expects nothing soon, and holding the P would cost it
 // wake-ups for nothing.
@@ -113,7 +129,7 @@ func (p *Poller) Wait() (listener bool, err error) {
 	h.off = !p.listening
 	for {
 		ms, raw, _ := h.next(time.Time{})
-		n, err := epollWait(p.epfd, p.events[:], ms, raw)
+		n, err := epollWait(p.epfd, p.events, ms, raw)
 		if h.idle(n, err, raw) {
 			continue
 		}
@@ -122,13 +138,13 @@ func (p *Poller) Wait() (listener bool, err error) {
 		}
 		woken := false
 		for _, ev := range p.events[:n] {
-			switch int(ev.Fd) {
-			case p.listener:
-				listener = true
-			case p.waiter.wake:
+			switch fd := int(ev.Fd); {
+			case fd == p.waiter.wake:
 				woken = true
-			default: // a record on the status socket
+			case fd == p.waiter.status: // a record on the status socket
 				h.off = true
+			default:
+				listener = true
 			}
 		}
 		if woken {

@@ -84,45 +84,56 @@ func ChildAttr(_ syscall.Signal, cred *syscall.Credential) *syscall.SysProcAttr 
 // Poller waits with poll(2). It wakes every waiting child for a connection:
 // there is no exclusive wake-up outside Linux.
 type Poller struct {
-	listener  int
+	fds       []unix.PollFd // the listeners, then the Waiter's wake-up pipe
+	listeners []int
 	listening bool
 	waiter    *Waiter
 }
 
-// NewPoller watches listener, and the descriptors of w.
-func NewPoller(listener int, w *Waiter) (*Poller, error) {
-	return &Poller{listener: listener, listening: true, waiter: w}, nil
+// NewPoller watches listeners, and the descriptors of w.
+func NewPoller(listeners []int, w *Waiter) (*Poller, error) {
+	p := &Poller{listeners: listeners, waiter: w, fds: make([]unix.PollFd, len(listeners)+1)}
+	p.fds[len(listeners)] = unix.PollFd{Fd: int32(w.wake), Events: unix.POLLIN}
+	p.Listen(true)
+	return p, nil
 }
 
-// Listen adds the listener to the descriptors Wait watches, or takes it
+// Listen adds the listeners to the descriptors Wait watches, or takes them
 // out. It reports whether that changed anything.
 func (p *Poller) Listen(on bool) (changed bool, err error) {
-	changed, p.listening = p.listening != on, on
-	return changed, nil
+	if on == p.listening {
+		return false, nil
+	}
+	for i, fd := range p.listeners {
+		p.fds[i] = unix.PollFd{Fd: -1} // poll skips it
+		if on {
+			p.fds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+		}
+	}
+	p.listening = on
+	return true, nil
 }
 
-// Wait blocks until the listener is ready (true) or the Waiter is woken
+// Wait blocks until a listener is ready (true) or the Waiter is woken
 // (false).
 func (p *Poller) Wait() (listener bool, err error) {
-	fds := []unix.PollFd{
-		{Fd: int32(p.listener), Events: unix.POLLIN},
-		{Fd: int32(p.waiter.wake), Events: unix.POLLIN},
-	}
-	if !p.listening {
-		fds[0].Fd = -1 // poll skips it
-	}
 	for {
-		_, err := poll(fds, -1, false)
+		_, err := poll(p.fds, -1, false)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return false, os.NewSyscallError("poll", err)
 		}
-		if fds[1].Revents != 0 {
+		if p.fds[len(p.listeners)].Revents != 0 {
 			p.waiter.drain()
 		}
-		return fds[0].Revents != 0, nil
+		for _, fd := range p.fds[:len(p.listeners)] {
+			if fd.Revents != 0 {
+				return true, nil
+			}
+		}
+		return false, nil
 	}
 }
 

@@ -92,7 +92,7 @@ func TestPollerAndAccept(t *testing.T) {
 	_, err = Accept(fd, "tcp", waiter)
 	assert.True(t, errors.Is(err, syscall.EAGAIN), "nothing to accept: %v", err)
 
-	p, err := NewPoller(fd, waiter)
+	p, err := NewPoller([]int{fd}, waiter)
 	require.NoError(t, err)
 	defer p.Close()
 
@@ -131,6 +131,64 @@ func TestPollerAndAccept(t *testing.T) {
 
 	waiter.Wake()
 	assert.False(t, wait(), "the wake-up ends Wait without the listener")
+}
+
+// A Poller over a stream and a datagram listener wakes for either, and
+// takes both out of its watch together.
+func TestPollerSeveralListeners(t *testing.T) {
+	stream, saddr, err := Listen("tcp", "127.0.0.1:0", 16, false)
+	require.NoError(t, err)
+	defer stream.Close()
+	packet, paddr, err := Listen("udp", "127.0.0.1:0", 0, false)
+	require.NoError(t, err)
+	defer packet.Close()
+	waiter, err := NewWaiter(-1)
+	require.NoError(t, err)
+	defer waiter.Close()
+	p, err := NewPoller([]int{int(rawFD(t, stream)), int(rawFD(t, packet))}, waiter)
+	require.NoError(t, err)
+	defer p.Close()
+	wait := func() bool {
+		got := make(chan bool, 1)
+		go func() {
+			l, err := p.Wait()
+			assert.NoError(t, err)
+			got <- l
+		}()
+		select {
+		case l := <-got:
+			return l
+		case <-time.After(10 * time.Second):
+			t.Fatal("Wait did not return")
+			return false
+		}
+	}
+
+	d, err := net.Dial("udp", paddr.String())
+	require.NoError(t, err)
+	defer d.Close()
+	_, err = d.Write([]byte("x"))
+	require.NoError(t, err)
+	assert.True(t, wait(), "a datagram makes the second listener ready")
+	buf := make([]byte, 8)
+	n, _, _, err := ReadFrom(int(rawFD(t, packet)), buf)
+	require.NoError(t, err)
+	assert.Equal(t, "x", string(buf[:n]))
+
+	changed, err := p.Listen(false)
+	require.NoError(t, err)
+	assert.True(t, changed)
+	c, err := net.Dial("tcp", saddr.String())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = d.Write([]byte("y"))
+	require.NoError(t, err)
+	go func() { time.Sleep(100 * time.Millisecond); waiter.Wake() }()
+	assert.False(t, wait(), "out of the watch, neither listener wakes it")
+
+	_, err = p.Listen(true)
+	require.NoError(t, err)
+	assert.True(t, wait(), "back in the watch, what is queued wakes it")
 }
 
 func TestSocketpairModes(t *testing.T) {

@@ -272,6 +272,8 @@ func (r *Reader) fill(n int) error {
 
 // Listener describes one listening socket of the handover.
 type Listener struct {
+	// Name is the name requests from it carry (Request.SocketName).
+	Name    string `json:"name,omitempty"`
 	Network string `json:"network"`
 	Addr    string `json:"addr"`
 	// FD is the inherited descriptor. Zero means reuse-port mode: the

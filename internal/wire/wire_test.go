@@ -113,7 +113,7 @@ func TestFailedRecord(t *testing.T) {
 }
 
 func TestListenersRoundTrip(t *testing.T) {
-	ls := []Listener{{Network: "tcp", Addr: "127.0.0.1:80", FD: 5}, {Network: "unixgram", Addr: "/run/a,b", FD: 6}, {Network: "udp", Addr: "[::1]:9"}}
+	ls := []Listener{{Name: "web", Network: "tcp", Addr: "127.0.0.1:80", FD: 5}, {Network: "unixgram", Addr: "/run/a,b", FD: 6}, {Network: "udp", Addr: "[::1]:9"}}
 	got, err := DecodeListeners(EncodeListeners(ls))
 	require.NoError(t, err)
 	assert.Equal(t, ls, got)
