@@ -34,15 +34,17 @@ type Initializer interface {
 }
 
 // PreBinder and PostBinder are implemented by a Child that wants to know when
-// it binds a socket of its own. They are called only in reuse-port mode,
+// it binds sockets of its own. They are called only in reuse-port mode,
 // where each child binds; otherwise the master binds, and calls
-// ManagerHooks.PreBind and PostBind.
+// ManagerHooks.PreBind and PostBind. PreBind runs once, before the first
+// socket is bound.
 type PreBinder interface {
 	PreBind(ctx context.Context) error
 }
 
 // PostBinder is implemented by a Child that wants the address its own
-// socket is bound to, in reuse-port mode; see PreBinder.
+// socket is bound to, in reuse-port mode; see PreBinder. With several
+// sockets (Manager.Sockets) it runs for each, in their order.
 type PostBinder interface {
 	PostBind(ctx context.Context, addr net.Addr) error
 }
@@ -94,15 +96,17 @@ type Shutdowner interface {
 // PoolResized run at every start and exit: keep them short (count, log, send on a buffered
 // channel); a panic in them is logged and the pool goes on.
 type ManagerHooks struct {
-	// PreBind runs before the master binds its listener. It is not
-	// called when the master is given its socket (Manager.Listener, or
-	// systemd's): nothing is bound.
+	// PreBind runs once before the master binds its sockets. It is not
+	// called when the master is given every socket it serves
+	// (Manager.Listener, or systemd's): nothing is bound.
 	PreBind func(ctx context.Context) error
-	// PostBind runs once the listener is bound; addr is the bound address,
+	// PostBind runs once the socket is bound; addr is the bound address,
 	// with the port the system chose if Manager.Addr had port 0. For a
 	// socket given to the master, it runs once the master has taken it,
 	// with the address the socket is bound to: a program learns where it
-	// serves, and can drop privileges there either way.
+	// serves, and can drop privileges there either way. With several
+	// sockets (Manager.Sockets) it runs for each, in their order, once all
+	// are bound.
 	PostBind func(ctx context.Context, addr net.Addr) error
 	// PreSignalSetup and PostSignalSetup run before and after the master
 	// starts catching SIGINT, SIGTERM and SIGHUP.

@@ -147,6 +147,29 @@ func TestStatsCountMaxServersReached(t *testing.T) {
 	}
 }
 
+// With several sockets, Stats shows each, with its own queue.
+func TestStatsShowEachSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s")
+	sockets := []prefork.Socket{{Name: "web", Addr: "127.0.0.1:0"}, {Name: "local", Network: "unix", Addr: path}}
+	m, p, _ := runMasterHere(t, context.Background(), helperConfig{Sockets: sockets, Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1})
+	held := p.dial()
+	held.send("sleep 3s")
+	p.waitEvent("child", "ProcessRequest")
+	for range 2 {
+		defer dialClient(t, "unix", path).conn.Close()
+	}
+	defer p.dial().conn.Close()
+	s := eventually(t, m, "both queues read", func(s prefork.Stats) bool {
+		return len(s.Sockets) == 2 && s.Sockets[0].Queued == 1 && s.Sockets[1].Queued == 2
+	})
+	assert.Equal(t, prefork.SocketStats{Name: "web", Network: "tcp", Addr: p.addr, Queued: 1, MaxQueued: 1}, s.Sockets[0])
+	assert.Equal(t, prefork.SocketStats{Name: "local", Network: "unix", Addr: path, Queued: 2, MaxQueued: 2}, s.Sockets[1])
+	assert.Equal(t, 3, s.Queued, "the sum")
+	assert.Equal(t, "tcp", s.Network, "the first socket's")
+	assert.Equal(t, p.addr, s.Addr)
+	held.conn.Close()
+}
+
 // syncBuffer is a bytes.Buffer for a log handler that several goroutines
 // write.
 type syncBuffer struct {

@@ -121,7 +121,11 @@ func writeText(out io.Writer, s prefork.Stats, full bool) {
 		}
 	}
 	l := s.Limits
-	fmt.Fprintf(w, "pool:\t%s %s\n", s.Network, s.Addr)
+	if len(s.Sockets) > 1 {
+		fmt.Fprintf(w, "pool:\t%d sockets\n", len(s.Sockets))
+	} else {
+		fmt.Fprintf(w, "pool:\t%s %s\n", s.Network, s.Addr)
+	}
 	fmt.Fprintf(w, "as of:\t%s\n", s.Time.Format(time.RFC3339Nano))
 	if s.Stopping {
 		fmt.Fprintf(w, "stopping:\tyes\n")
@@ -129,6 +133,13 @@ func writeText(out io.Writer, s prefork.Stats, full bool) {
 	fmt.Fprintf(w, "limits:\tservers %d..%d, spare %d..%d, max requests %d\n", l.MinServers, l.MaxServers, l.MinSpareServers, l.MaxSpareServers, s.MaxRequests)
 	fmt.Fprintf(w, "children:\t%d (%s)\n", len(s.Children), strings.Join(byState, ", "))
 	fmt.Fprintf(w, "listen queue:\t%s (max %s)\n", queue(s.Queued), queue(s.MaxQueued))
+	if len(s.Sockets) > 1 {
+		label := "sockets:"
+		for _, sock := range s.Sockets {
+			fmt.Fprintf(w, "%s\t%s: %s %s, queue %s (max %s)\n", label, sock.Name, sock.Network, sock.Addr, queue(sock.Queued), queue(sock.MaxQueued))
+			label = ""
+		}
+	}
 	fmt.Fprintf(w, "requests:\t%d\n", s.Requests)
 	fmt.Fprintf(w, "children started:\t%d\n", s.Started)
 	fmt.Fprintf(w, "children exited:\t%s\n", cmp.Or(strings.Join(exits, ", "), "none"))
@@ -149,6 +160,9 @@ func writeText(out io.Writer, s prefork.Stats, full bool) {
 		fmt.Fprintf(w, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n", c.PID, c.State, c.Served, c.Started.Format(time.RFC3339), busy, client, rss)
 	}
 }
+
+// labelValue escapes a label's value in the exposition formats.
+var labelValue = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
 func queue(n int) string {
 	if n < 0 {
@@ -184,8 +198,18 @@ func writeMetrics(w io.Writer, s prefork.Stats, openMetrics bool) {
 		fmt.Fprintf(w, "prefork_children{state=%q} %d\n", string(st), counts[st])
 	}
 	if s.Queued >= 0 {
-		gauge("prefork_listen_queue", "Connections waiting in the listener's queue, read while children are busy.", s.Queued)
-		gauge("prefork_listen_queue_max", "The most connections seen waiting in the listener's queue.", s.MaxQueued)
+		for _, q := range []struct {
+			name, help string
+			value      func(prefork.SocketStats) int
+		}{
+			{"prefork_listen_queue", "Connections waiting in a socket's queue, read while children are busy.", func(s prefork.SocketStats) int { return s.Queued }},
+			{"prefork_listen_queue_max", "The most connections seen waiting in a socket's queue.", func(s prefork.SocketStats) int { return s.MaxQueued }},
+		} {
+			family(q.name, "gauge", q.help)
+			for _, sock := range s.Sockets {
+				fmt.Fprintf(w, "%s{socket=\"%s\"} %d\n", q.name, labelValue.Replace(sock.Name), q.value(sock))
+			}
+		}
 	}
 	counter := func(name, help string, v uint64) {
 		family(name, "counter", help)

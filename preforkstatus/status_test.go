@@ -22,6 +22,10 @@ func fixture() prefork.Stats {
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	return prefork.Stats{
 		Time: now, Network: "tcp", Addr: "127.0.0.1:9000",
+		Sockets: []prefork.SocketStats{
+			{Name: "web", Network: "tcp", Addr: "127.0.0.1:9000", Queued: 2, MaxQueued: 4},
+			{Name: `a "quoted" name`, Network: "unix", Addr: "/run/a.sock", Queued: 0, MaxQueued: 1},
+		},
 		Limits: prefork.Limits{MinServers: 2, MaxServers: 8, MinSpareServers: 1, MaxSpareServers: 4}, MaxRequests: 100,
 		Children: []prefork.ChildStats{
 			{PID: 101, State: prefork.ChildBusy, Served: 7, Started: now.Add(-time.Minute), BusySince: now.Add(-1500 * time.Millisecond), Remote: "127.0.0.1:50000", RSS: 12<<20 + 300<<10},
@@ -112,8 +116,10 @@ func checkFamilies(t *testing.T, families map[string]*dto.MetricFamily) {
 	assert.Equal(t, 1.0, value("prefork_children", "state", "idle"))
 	assert.Equal(t, 1.0, value("prefork_children", "state", "parked"))
 	assert.Equal(t, 0.0, value("prefork_children", "state", "starting"))
-	assert.Equal(t, 2.0, value("prefork_listen_queue"))
-	assert.Equal(t, 5.0, value("prefork_listen_queue_max"))
+	assert.Equal(t, 2.0, value("prefork_listen_queue", "socket", "web"))
+	assert.Equal(t, 4.0, value("prefork_listen_queue_max", "socket", "web"))
+	assert.Equal(t, 0.0, value("prefork_listen_queue", "socket", `a "quoted" name`))
+	assert.Equal(t, 1.0, value("prefork_listen_queue_max", "socket", `a "quoted" name`))
 	assert.Equal(t, 11.0, value("prefork_requests_total"))
 	assert.Equal(t, 5.0, value("prefork_children_started_total"))
 	assert.Equal(t, 1.0, value("prefork_child_exits_total", "reason", "max_requests"))
@@ -149,6 +155,8 @@ func TestText(t *testing.T) {
 	assert.Contains(t, body, "children:")
 	assert.Contains(t, body, "3 (idle 1, busy 1, parked 1)")
 	assert.Contains(t, body, "2 (max 5)")
+	assert.Contains(t, body, "2 sockets")
+	assert.Regexp(t, `sockets:\s+web: tcp 127.0.0.1:9000, queue 2 \(max 4\)\n\s+a "quoted" name: unix /run/a.sock, queue 0 \(max 1\)\n`, body)
 	assert.Contains(t, body, "max requests 1, memory limit 2, signaled 1")
 	assert.NotContains(t, body, "101", "one line per child only with ?full")
 
