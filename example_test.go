@@ -35,6 +35,38 @@ func ExampleManager() {
 	}
 }
 
+// multi answers on every socket of its pool, and tells them apart by name.
+type multi struct{}
+
+func (multi) ProcessRequest(ctx context.Context, r *prefork.Request) error {
+	switch r.SocketName {
+	case "admin":
+		return r.Reply([]byte("admin console\n"))
+	case "dns":
+		return r.Reply(r.Data) // a datagram: Conn is nil
+	}
+	_, err := io.Copy(r.Conn, r.Conn)
+	return err
+}
+
+// One pool serving several sockets: IPv4 and IPv6 on one port, a Unix
+// socket for local administration, and UDP. Each child serves all of them,
+// one request at a time.
+func ExampleManager_sockets() {
+	m := &prefork.Manager{
+		Sockets: []prefork.Socket{
+			{Name: "web", Network: "tcp4", Addr: "127.0.0.1:9000"},
+			{Name: "web6", Network: "tcp6", Addr: "[::1]:9000"},
+			{Name: "admin", Network: "unix", Addr: "/run/myserver/admin.sock"},
+			{Name: "dns", Network: "udp", Addr: "127.0.0.1:9053"},
+		},
+		NewChild: func() prefork.Child { return multi{} },
+	}
+	if err := m.Run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+}
+
 // greeter shows the optional hooks: each is an interface of its own.
 type greeter struct {
 	motd string

@@ -26,6 +26,11 @@
 //		}
 //	}
 //
+// A pool can serve several sockets at once (Manager.Sockets): two ports,
+// IPv4 and IPv6, TCP and a Unix socket, TCP and UDP. Each child serves all
+// of them, one request at a time, taking its requests from them in turn,
+// and Request.SocketName says which socket a request came from.
+//
 // Manager.RunInProcess runs one child in the calling process instead, on a
 // listener of the caller's, with no master and no fork: to test a Child
 // with go test (package preforktest builds test servers on it), or to step
@@ -38,7 +43,7 @@
 // 20 ms; when none is, the first child to take a request wakes it. The
 // master keeps between MinServers and MaxServers children, and between
 // MinSpareServers and MaxSpareServers spare ones, and sizes the pool by what
-// it sees: connections waiting in the listener's queue, how much of the
+// it sees: connections waiting in the listeners' queues, how much of the
 // machine's CPU is idle, and whether busy children run or sleep.
 //
 // When connections wait that no child will take soon, and another child
@@ -114,7 +119,7 @@
 // # Watching
 //
 // Manager.Stats returns a snapshot of the pool: its children, what each
-// does and (on Linux) the memory it holds, the listener's queue, and the
+// does and (on Linux) the memory it holds, each socket's queue, and the
 // children started and exited, by reason. SIGUSR1 logs it;
 // ManagerHooks.ChildStarted and ChildExited report each start and exit.
 // Manager.SetLimits changes the pool's size limits while it runs, and
@@ -139,9 +144,10 @@
 // # Under systemd
 //
 // Socket activation and notifications need no code. Started with sockets
-// (a .socket unit, LISTEN_FDS), the master serves the one systemd passed
-// instead of binding Addr, and learns its network and address from it
-// (Manager.ListenerName picks one of several). With NOTIFY_SOCKET set
+// (a .socket unit, LISTEN_FDS), the master serves the ones systemd passed
+// instead of binding Addr, and learns their networks and addresses from
+// them (Manager.ListenerName picks some by name; with Manager.Sockets, each
+// Socket takes the ones of its name). With NOTIFY_SOCKET set
 // (Type=notify), it tells systemd when the pool is ready, restarts its
 // children and stops, with the pool's status, and feeds the watchdog
 // (WatchdogSec=). Children see none of these variables. The README has a

@@ -5,17 +5,22 @@
 //
 //	go run ./examples/echo -addr 127.0.0.1:9000
 //	go run ./examples/echo -addr 127.0.0.1:9000 -proto udp -reuse-port
+//	go run ./examples/echo -addr 127.0.0.1:9000 -also udp:127.0.0.1:9000 -also unix:/tmp/echo.sock
 //
 // and from another terminal:
 //
 //	nc 127.0.0.1 9000
 //	nc -u 127.0.0.1 9000
+//	nc -U /tmp/echo.sock
+//
+// With -also, one pool serves several sockets: each child serves all of
+// them, one client at a time.
 //
 // SIGINT (^C) or SIGTERM stops it gracefully; a second one stops it at once.
 //
-// Started by systemd with a socket (socket activation: LISTEN_FDS), it
-// serves that socket, whatever its kind, and ignores -addr and -proto; to
-// try it without systemd:
+// Started by systemd with sockets (socket activation: LISTEN_FDS), it
+// serves those, whatever their kind, and ignores -addr and -proto; to try
+// it without systemd:
 //
 //	go build -o /tmp/echo ./examples/echo
 //	systemd-socket-activate -l /tmp/echo.sock /tmp/echo
@@ -28,10 +33,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/prefork-go/prefork"
 )
@@ -61,7 +68,16 @@ func main() {
 	flag.StringVar(&m.Addr, "addr", "127.0.0.1:9000", "address to listen on (host:port); ignored when systemd passes a socket")
 	flag.StringVar(&m.Network, "proto", "tcp", `network: "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "unix" or "unixgram" (-addr is then a path)`)
 	flag.BoolVar(&m.ReusePort, "reuse-port", false, "each child binds its own socket with SO_REUSEPORT (TCP and UDP)")
-	flag.StringVar(&m.ListenerName, "listener-name", "", "of several sockets that systemd passes, the name of the one to serve (FileDescriptorName=)")
+	flag.StringVar(&m.ListenerName, "listener-name", "", "of the sockets that systemd passes, the name of those to serve (FileDescriptorName=); default: all")
+	var also []prefork.Socket
+	flag.Func("also", "another socket to serve, as network:address, such as udp:127.0.0.1:9000 or unix:/tmp/echo.sock (repeat for more)", func(v string) error {
+		network, addr, ok := strings.Cut(v, ":")
+		if !ok {
+			return errors.New("want network:address")
+		}
+		also = append(also, prefork.Socket{Name: v, Network: network, Addr: addr})
+		return nil
+	})
 	flag.IntVar(&m.MinServers, "min-servers", prefork.DefaultMinServers, "least number of children")
 	flag.IntVar(&m.MaxServers, "max-servers", prefork.DefaultMaxServers, "most number of children")
 	flag.IntVar(&m.MinSpareServers, "min-spare-servers", prefork.DefaultMinSpareServers, "least number of idle children")
@@ -69,6 +85,11 @@ func main() {
 	flag.IntVar(&m.MaxRequests, "max-requests", 0, "requests a child serves before it is replaced (0: no limit)")
 	verbose := flag.Bool("v", false, "log children's starts and exits")
 	flag.Parse()
+	if len(also) > 0 { // several sockets: Sockets describes each, -addr and -proto the first
+		first := prefork.Socket{Name: m.Network + ":" + m.Addr, Network: m.Network, Addr: m.Addr}
+		m.Sockets = append([]prefork.Socket{first}, also...)
+		m.Network, m.Addr = "", ""
+	}
 
 	level := slog.LevelInfo
 	if *verbose {

@@ -124,6 +124,38 @@ func TestEchoUDPReusePort(t *testing.T) {
 	stop()
 }
 
+// With -also, one pool serves a TCP, a UDP and a Unix socket.
+func TestEchoSeveralSockets(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "echo.sock")
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0") // a free port, a moment ago
+	require.NoError(t, err)
+	udpAddr := udp.LocalAddr().String()
+	udp.Close()
+	addr, stop := startEcho(t, "-also", "udp:"+udpAddr, "-also", "unix:"+path, "-min-servers", "1", "-max-servers", "2")
+	for _, target := range [][2]string{{"tcp", addr}, {"unix", path}} {
+		conn, err := net.DialTimeout(target[0], target[1], 30*time.Second)
+		require.NoError(t, err)
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintln(conn, "hello", target[0])
+		got, err := bufio.NewReader(conn).ReadString('\n')
+		require.NoError(t, err)
+		assert.Equal(t, "hello "+target[0]+"\n", got)
+		conn.Close()
+	}
+	conn, err := net.Dial("udp", udpAddr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("datagram"))
+	require.NoError(t, err)
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 100)
+	n, err := conn.Read(buf)
+	require.NoError(t, err)
+	assert.Equal(t, "datagram", string(buf[:n]))
+	stop()
+}
+
 // Started by systemd-socket-activate with a Unix socket, the example serves
 // it with no flag: -addr's default does not get in the way.
 func TestEchoSocketActivated(t *testing.T) {
