@@ -109,7 +109,7 @@ func (m *Manager) RunInProcessPacket(ctx context.Context, pc net.PacketConn) err
 type inProcess struct {
 	dispatcher
 	network     string
-	socketName  string // its network and address
+	socketName  string        // its network and address
 	stopping    chan struct{} // closed when ctx is done
 	served      int
 	maxRequests int
