@@ -62,13 +62,14 @@ type helperConfig struct {
 	ReusePort                                 bool
 	Min, Max, MinSpare, MaxSpare, MaxRequests int
 	ShutdownTimeout                           time.Duration
-	Events                                    string // event file
-	DenySecond                                bool   // AllowDeny refuses a child's second request
-	FailInit                                  bool   // Initialize fails
-	Quiet                                     bool   // log warnings and errors only
-	DenyEvenPorts                             bool   // AllowDeny refuses clients whose port is even
-	FailPreBind                               bool   // the child's PreBind fails
-	RestartOnHUP                              bool   // SIGHUP restarts the children
+	Events                                    string        // event file
+	DenySecond                                bool          // AllowDeny refuses a child's second request
+	FailInit                                  bool          // Initialize fails
+	FailInitAfter                             time.Duration // and takes this long to
+	Quiet                                     bool          // log warnings and errors only
+	DenyEvenPorts                             bool          // AllowDeny refuses clients whose port is even
+	FailPreBind                               bool          // the child's PreBind fails
+	RestartOnHUP                              bool          // SIGHUP restarts the children
 	RequestTimeout                            time.Duration
 	Jitter                                    int
 	NotifyContext                             bool   // Run's ctx ends on SIGINT/SIGTERM, as with signal.NotifyContext
@@ -287,6 +288,7 @@ func (c *testChild) Initialize(context.Context) error {
 		}
 	}
 	if c.cfg.FailInit {
+		time.Sleep(c.cfg.FailInitAfter)
 		return errors.New("initialization refused by the test")
 	}
 	if _, err := os.Stat(c.cfg.FailInitWhile); c.cfg.FailInitWhile != "" && err == nil {

@@ -18,7 +18,7 @@ func (ms *master) observe() observation {
 	now := time.Now()
 	if ms.failures > 0 && ms.healthy() {
 		ms.log.Info("prefork: children start and stay up again", "failures", ms.failures)
-		ms.failures = 0
+		ms.failures, ms.retries = 0, 0
 	}
 	o := observation{now: now, queued: -1, begun: ms.begunGone, failing: ms.failures > 0, startAfter: ms.nextSpawn}
 	o.queued = ms.readQueues()

@@ -57,6 +57,7 @@ type master struct {
 
 	everReady    bool
 	failures     int       // attempts in a row whose children failed to start, or died young
+	retries      int       // children started since failures began
 	firstFailure time.Time // when the first of them failed
 	lastFailure  time.Time // when the last of them failed
 	nextSpawn    time.Time // no start before this, after failures

@@ -15,7 +15,8 @@ import (
 // wait each time: one step of back-off per attempt, however many children
 // the attempt started (the first MinServers fail together when a
 // dependency is down at boot). While children fail, starts are paced by the
-// back-off, one at a time, whether or not the last one is still starting.
+// back-off, one at a time, whether or not the last one is still starting:
+// each start is a step.
 // A child that has stayed ready for youngDeath since the last failure ends
 // the streak. If no child has ever become ready, Run gives up with
 // ErrChildStart once children have failed for giveUpAfter and at least
@@ -27,6 +28,14 @@ const (
 	maxStartFailures = 5
 	giveUpAfter      = 5 * time.Second
 )
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
 
 // backoff is the wait after the nth step of failures.
 func backoff(n int) time.Duration { return min(firstBackoff<<min(max(n-1, 0), 16), maxBackoff) }
@@ -188,10 +197,15 @@ func (ms *master) readyCount() int {
 }
 
 // startChildren starts serve children to serve and spare ones parked.
-// While children fail, the next start waits for the back-off.
+// While children fail, each start is an attempt of its own, a step of the
+// back-off before the next, whether its child has failed yet or not: one
+// that fails slowly (on a loaded machine, or after a long Initialize) must
+// not let starts pile up at the first steps' pace before its failure is
+// known.
 func (ms *master) startChildren(serve, spare int) {
 	if serve+spare > 0 && ms.failures > 0 {
-		ms.nextSpawn = time.Now().Add(backoff(ms.failures))
+		ms.retries++
+		ms.nextSpawn = time.Now().Add(backoff(1 + ms.retries))
 	}
 	for i := range serve + spare {
 		p := serving
@@ -236,8 +250,8 @@ func (ms *master) startFailed(started time.Time, cause error) {
 			now.Sub(ms.firstFailure).Round(time.Millisecond), cause))
 		return
 	}
-	wait := backoff(ms.failures)
-	ms.nextSpawn = now.Add(wait)
+	wait := backoff(max(ms.failures, 1+ms.retries))
+	ms.nextSpawn = later(ms.nextSpawn, now.Add(wait))
 	ms.log.Warn("prefork: waiting before starting another child", "wait", wait, "failures", ms.failures, "last", cause)
 }
 
