@@ -180,40 +180,42 @@ type socket struct {
 	name    string // for Request.SocketName
 	network string
 	fd      int
-	packet  bool // a datagram socket
-	own     bool // the child bound it (reuse-port mode): serve its queue before leaving
-	close   func()
+	packet  bool     // a datagram socket
+	own     *os.File // the socket the child bound (reuse-port mode), whose queue it serves before leaving; nil when inherited
 }
 
 // listen takes the inherited sockets, or in reuse-port mode binds sockets
 // of the child's own, between the PreBind and PostBind hooks. The sockets
 // it has taken are in w.sockets, also on failure, for closeSockets.
 func (w *worker) listen(handed []wire.Listener) error {
-	if handed[0].FD == 0 { // reuse-port mode
-		if pb, ok := w.child.(PreBinder); ok {
-			if err := guard("PreBind", func() error { return pb.PreBind(w.hardCtx) }); err != nil {
-				return fmt.Errorf("prefork: PreBind: %w", err)
-			}
-		}
-	}
 	for _, ln := range handed {
-		s := &socket{name: ln.Name, network: ln.Network, fd: ln.FD, packet: sys.IsPacket(ln.Network)}
-		if s.packet && w.datagram == nil {
+		if sys.IsPacket(ln.Network) && w.datagram == nil {
 			w.datagram = make([]byte, maxDatagram)
 		}
-		if ln.FD != 0 {
-			s.close = func() { syscall.Close(s.fd) }
-			w.sockets = append(w.sockets, s)
+	}
+	if handed[0].FD != 0 {
+		// All of them are the child's to close, whatever fails.
+		for _, ln := range handed {
+			w.sockets = append(w.sockets, &socket{name: ln.Name, network: ln.Network, fd: ln.FD, packet: sys.IsPacket(ln.Network)})
+		}
+		for _, s := range w.sockets {
 			if err := sys.CheckListener(s.fd); err != nil {
 				return fmt.Errorf("prefork: %w", err)
 			}
-			continue
 		}
+		return nil
+	}
+	if pb, ok := w.child.(PreBinder); ok {
+		if err := guard("PreBind", func() error { return pb.PreBind(w.hardCtx) }); err != nil {
+			return fmt.Errorf("prefork: PreBind: %w", err)
+		}
+	}
+	for _, ln := range handed {
 		f, addr, err := sys.Listen(ln.Network, ln.Addr, w.cfg.backlog, true)
 		if err != nil {
 			return fmt.Errorf("prefork: listen on %s %s: %w", ln.Network, ln.Addr, err)
 		}
-		s.close, s.own = func() { f.Close() }, true
+		s := &socket{name: ln.Name, network: ln.Network, packet: sys.IsPacket(ln.Network), own: f}
 		w.sockets = append(w.sockets, s)
 		if s.fd, err = sys.FD(f); err != nil {
 			return fmt.Errorf("prefork: %w", err)
@@ -230,7 +232,11 @@ func (w *worker) listen(handed []wire.Listener) error {
 // closeSockets closes the sockets that listen took.
 func (w *worker) closeSockets() {
 	for _, s := range w.sockets {
-		s.close()
+		if s.own != nil {
+			s.own.Close()
+		} else {
+			syscall.Close(s.fd)
+		}
 	}
 }
 
@@ -323,7 +329,7 @@ func (w *worker) followPark() (parked, changed bool, err error) {
 func (w *worker) serveQueues() {
 	var left []*socket
 	for _, s := range w.sockets {
-		if s.own || w.stopped() && sys.IntakeClosed(s.fd) {
+		if s.own != nil || w.stopped() && sys.IntakeClosed(s.fd) {
 			left = append(left, s)
 		}
 	}

@@ -51,7 +51,7 @@ func (c *config) identities(m *Manager, p privileges) error {
 			_, service, _ := net.SplitHostPort(s.addr) // checkAddr has checked it
 			port, _ := net.LookupPort(s.network, service)
 			if first := p.firstUnprivilegedPort(); port != 0 && port < first {
-				return invalid("Manager.ReusePort makes each child bind its own socket, as User %q, who cannot bind port %d (below %d): unset ReusePort, so that the master binds it, or use a port of %d or more", m.User, port, first, first)
+				return invalid("Manager.ReusePort makes each child bind its own socket, as User %q, who cannot bind port %d (%sAddr, below %d): unset ReusePort, so that the master binds it, or use a port of %d or more", m.User, port, s.field, first, first)
 			}
 		}
 	}
@@ -62,7 +62,7 @@ func (c *config) identities(m *Manager, p privileges) error {
 		return nil // the master sets up those; SocketMode has nothing to do with the others
 	}
 	if len(c.sockets) > 1 {
-		return invalid("Manager.SocketMode, SocketUser and SocketGroup set up the files of the Unix sockets that the master binds, and it binds none: unset them, or set them where the sockets are made (SocketMode=, SocketUser= and SocketGroup= in a .socket unit)")
+		return invalid("Manager.SocketMode, SocketUser and SocketGroup set up the files of the Unix sockets that the master binds, and it binds no Unix socket with a file: unset them, or set them where the sockets are made (SocketMode=, SocketUser= and SocketGroup= in a .socket unit)")
 	}
 	switch s := c.sockets[0]; {
 	case s.given != nil:

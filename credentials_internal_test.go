@@ -139,7 +139,7 @@ func TestIdentities(t *testing.T) {
 			"the pool is given one (Manager.Listener)"},
 
 		"reuse-port, a privileged port": {root, reusing("tcp", ":80"), &Manager{User: "www"}, nil,
-			`as User "www", who cannot bind port 80 (below 1024)`},
+			`as User "www", who cannot bind port 80 (Manager.Addr, below 1024)`},
 		"reuse-port, a service name":           {root, reusing("tcp", ":http"), &Manager{User: "www"}, nil, "port 80"},
 		"reuse-port, a port any user may bind": {root, reusing("udp", ":8080"), &Manager{User: "www"}, nil, ""},
 		"reuse-port, port 0":                   {root, reusing("tcp", ":0"), &Manager{User: "www"}, nil, ""},
@@ -148,9 +148,9 @@ func TestIdentities(t *testing.T) {
 		"several sockets, one of them Unix": {root, config{sockets: []socketSpec{{network: "tcp", addr: ":80"}, {network: "unix", addr: "/run/x.sock"}}},
 			&Manager{SocketMode: 0o660}, &sys.SocketFile{Mode: 0o660, UID: -1, GID: -1}, ""},
 		"several sockets, none with a file": {root, config{sockets: []socketSpec{{network: "tcp", addr: ":80"}, {network: "unix", addr: "@x"}}},
-			&Manager{SocketMode: 0o660}, nil, "it binds none"},
-		"reuse-port, several, one privileged": {root, config{reusePort: true, sockets: []socketSpec{{network: "tcp", addr: ":8080"}, {network: "udp", addr: ":53"}}},
-			&Manager{User: "www"}, nil, "cannot bind port 53"},
+			&Manager{SocketMode: 0o660}, nil, "it binds no Unix socket with a file"},
+		"reuse-port, several, one privileged": {root, config{reusePort: true, sockets: []socketSpec{{field: "Manager.Sockets[0].", network: "tcp", addr: ":8080"}, {field: "Manager.Sockets[1].", network: "udp", addr: ":53"}}},
+			&Manager{User: "www"}, nil, "cannot bind port 53 (Manager.Sockets[1].Addr"},
 		"a bad user first": {root, one("tcp", ":80"), &Manager{User: "wwww", SocketMode: 0o660}, nil, "unknown user"},
 	} {
 		t.Run(name, func(t *testing.T) {

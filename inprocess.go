@@ -1,6 +1,7 @@
 package prefork
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,7 +25,8 @@ import (
 // ProcessRequest and PostProcessRequest, with RequestTimeout, until ctx is
 // done or MaxRequests requests are served. Request.Served counts as in a
 // child; Request.Network is ln.Addr().Network(), and Request.SocketName
-// that network and the address, such as "tcp 127.0.0.1:9000".
+// is ListenerName, or else that network and the address, such as
+// "tcp 127.0.0.1:9000".
 //
 // The end of ctx is a graceful stop, as the pool's stop is for a child:
 // Request.Stopping is closed, the request in hand may finish, and
@@ -109,7 +111,7 @@ func (m *Manager) RunInProcessPacket(ctx context.Context, pc net.PacketConn) err
 type inProcess struct {
 	dispatcher
 	network     string
-	socketName  string        // its network and address
+	socketName  string        // ListenerName, or its network and address
 	stopping    chan struct{} // closed when ctx is done
 	served      int
 	maxRequests int
@@ -128,7 +130,7 @@ func (m *Manager) runInProcess(ctx context.Context, addr net.Addr, setDeadline f
 	if err != nil {
 		return err
 	}
-	p := &inProcess{dispatcher: d, network: addr.Network(), socketName: addr.Network() + " " + addr.String(), stopping: make(chan struct{}), maxRequests: cfg.requestLimit()}
+	p := &inProcess{dispatcher: d, network: addr.Network(), socketName: cmp.Or(m.ListenerName, addr.Network()+" "+addr.String()), stopping: make(chan struct{}), maxRequests: cfg.requestLimit()}
 	defer setDeadline(time.Time{})
 	endStop := p.stopOn(ctx, cfg.shutdownTimeout, hardStop, setDeadline)
 	err = p.initialize()

@@ -18,10 +18,11 @@ import (
 // and Request.SocketName says which one a request came from.
 type Socket struct {
 	// Name is what Request.SocketName, Stats and the logs call the
-	// socket; each socket's must be its own. Under systemd it picks the
+	// socket; each Socket's must be its own. Under systemd it picks the
 	// sockets passed under that name (FileDescriptorName= in the .socket
-	// unit), which the pool then serves instead of binding Addr. Empty,
-	// the socket is called by its network and bound address, such as
+	// unit; all the sockets of a unit share one), which the pool then
+	// serves, all under that name, instead of binding Addr. Empty, the
+	// socket is called by its network and bound address, such as
 	// "tcp 127.0.0.1:9000".
 	Name string
 	// Network and Addr are as Manager's: Network defaults to "tcp", and
@@ -115,6 +116,8 @@ func (c *config) takeSocketsFrom(m *Manager, passed passedSockets) error {
 		case matched:
 		case single && len(passed.fds) > 0:
 			return invalid("Manager.ListenerName is %q, but systemd passed no socket of that name (%s); use one of those names (FileDescriptorName= in the .socket unit)", s.name, passed)
+		case s.addr == "" && len(passed.fds) > 0:
+			return invalid("%sName is %q, but systemd passed no socket of that name (%s), and %sAddr is empty: use one of those names (FileDescriptorName= in the .socket unit), or set Addr", s.field, s.name, passed, s.field)
 		default:
 			c.sockets = append(c.sockets, s)
 		}
@@ -209,12 +212,11 @@ func (ms *master) listen() error {
 			return err
 		}
 		l.name = cmp.Or(s.name, l.network+" "+l.addr.String())
+		ms.listeners = append(ms.listeners, l) // closeListeners closes it, and removes its file
 		if l.fd, err = sys.FD(l.file); err != nil {
-			l.file.Close()
 			ms.closeListeners()
 			return fmt.Errorf("prefork: %w", err)
 		}
-		ms.listeners = append(ms.listeners, l)
 	}
 	return nil
 }
@@ -258,23 +260,19 @@ func (ms *master) closeListeners() {
 	}
 }
 
-// readQueues reads each listener's queue, and returns their sum: -1 when
-// one of them cannot be read, or the master has no socket (reuse-port
-// mode).
-func (ms *master) readQueues() int {
-	if len(ms.listeners) == 0 {
-		return -1
-	}
-	sum := 0
+// readQueues reads each listener's queue, and returns the sum of those it
+// can read: -1 when it can read none, or the master has no socket
+// (reuse-port mode). all says whether it read every one.
+func (ms *master) readQueues() (sum int, all bool) {
+	sum, all = -1, len(ms.listeners) > 0
 	for _, l := range ms.listeners {
-		l.queued = sys.Queued(l.fd, l.network)
-		if l.queued < 0 || sum < 0 {
-			sum = -1
-		} else {
-			sum += l.queued
+		if l.queued = sys.Queued(l.fd, l.network); l.queued < 0 {
+			all = false
+			continue
 		}
+		sum = max(sum, 0) + l.queued
 	}
-	return sum
+	return sum, all
 }
 
 // closeIntake stops new connections from entering the queues of the

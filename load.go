@@ -21,7 +21,7 @@ func (ms *master) observe() observation {
 		ms.failures, ms.retries = 0, 0
 	}
 	o := observation{now: now, queued: -1, begun: ms.begunGone, failing: ms.failures > 0, startAfter: ms.nextSpawn}
-	o.queued = ms.readQueues()
+	o.queued, _ = ms.readQueues()
 	var stuck []int
 	for _, c := range ms.children {
 		o.processes++

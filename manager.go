@@ -76,7 +76,8 @@ type Manager struct {
 	// one that Network, Addr, Listener and ListenerName describe, which
 	// must then be unset: two ports, IPv4 and IPv6, TCP and a Unix
 	// socket, TCP and UDP. Each child serves all of them, one request at
-	// a time, and Request.SocketName tells them apart; the kernel still
+	// a time, and Request.SocketName says which one a request came from;
+	// the kernel still
 	// wakes one idle child per connection. A child takes its requests from
 	// the sockets in turn, so that a busy socket does not starve another.
 	// Everything said here of the socket holds for each: the master binds
@@ -118,6 +119,9 @@ type Manager struct {
 	// member of that group) can connect, and other users cannot. To give
 	// the file to another user the master must run as root; to give it to
 	// another group, as root or as a member of that group.
+	//
+	// With several sockets (Sockets), they apply to each Unix socket with
+	// a file that the master binds, and are refused when there is none.
 	//
 	// The master sets them right after bind, before the socket listens,
 	// so that no client connects before, and before PostBind. Children

@@ -142,7 +142,7 @@ func (ms *master) run() error {
 		}
 	}
 	if len(cfg.unusedPassed) > 0 {
-		ms.log.Info("prefork: not serving sockets that systemd passed, which no Socket names", "sockets", cfg.unusedPassed)
+		ms.log.Info("prefork: not serving sockets that systemd passed, which this pool was not told to serve", "sockets", cfg.unusedPassed)
 	}
 	ms.counted(func(p *Stats) {
 		p.Network, p.Addr = handed[0].Network, handed[0].Addr
@@ -182,12 +182,13 @@ func (ms *master) run() error {
 	ms.spawner = startSpawner(cfg.maxServers, cfg.childTimerSlack)
 	defer ms.spawner.stop()
 
+	// Parking needs every queue to watch: a parked child takes nothing
+	// from them, and the master unparks it when connections wait.
+	_, allQueues := ms.readQueues()
 	ms.policy = policy{
 		minServers: cfg.minServers, maxServers: cfg.maxServers,
 		minSpare: cfg.minSpare, maxSpare: cfg.maxSpare,
-		// Parking needs a queue to watch: a parked child takes nothing
-		// from it, and the master unparks it when connections wait.
-		canPark: ms.readQueues() >= 0,
+		canPark: allQueues,
 	}
 	if err := callHook("PreInitChildren", hooks.PreInitChildren, ctx); err != nil {
 		return err
@@ -463,7 +464,7 @@ func (ms *master) exited(c *child, err error) {
 // connections wait after a child died by itself: the kernel may have woken
 // that child for one of them, and will not wake another for it.
 func (ms *master) lookAgain() {
-	n := ms.readQueues()
+	n, _ := ms.readQueues()
 	for _, c := range ms.children {
 		if n > 0 && ms.idle(c) {
 			ms.send(c, wire.Look)

@@ -31,8 +31,9 @@ type Stats struct {
 	Stopping bool
 	// Children are the master's children, oldest first.
 	Children []ChildStats
-	// Queued is how many connections wait in the sockets' queues, and
-	// MaxQueued the most seen; see SocketStats.
+	// Queued is how many connections wait in the sockets' queues, those
+	// that can be read, and MaxQueued the most seen; -1 when none can
+	// (see SocketStats).
 	Queued, MaxQueued int
 	// Requests counts the requests that children have begun, ever.
 	Requests uint64
@@ -50,7 +51,9 @@ type Stats struct {
 // SocketStats is one socket in a Stats snapshot.
 type SocketStats struct {
 	// Name is the socket's name (Request.SocketName), Network and Addr
-	// its network and address, with the port bound.
+	// its network and address, with the port bound. The sockets that
+	// systemd passes under one name share it: Name and Addr together
+	// tell each apart.
 	Name, Network, Addr string
 	// Queued is how many connections wait in the socket's queue (for
 	// datagrams, 1 if any waits), and MaxQueued the most seen; -1 where
@@ -285,9 +288,17 @@ func (ms *master) logStats() {
 		exits = append(exits, slog.Uint64(strings.ReplaceAll(string(r), " ", "_"), n))
 	}
 	var queues []any // each socket's, when there are several
+	names := map[string]int{}
 	for _, sock := range s.Sockets {
+		names[sock.Name]++
+	}
+	for _, sock := range s.Sockets {
+		key := sock.Name
+		if names[key] > 1 { // systemd's sockets can share a name
+			key += " " + sock.Network + " " + sock.Addr
+		}
 		if len(s.Sockets) > 1 {
-			queues = append(queues, slog.Int(sock.Name, sock.Queued))
+			queues = append(queues, slog.Int(key, sock.Queued))
 		}
 	}
 	ms.log.Info("prefork: stats",

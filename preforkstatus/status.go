@@ -197,18 +197,25 @@ func writeMetrics(w io.Writer, s prefork.Stats, openMetrics bool) {
 	for _, st := range states {
 		fmt.Fprintf(w, "prefork_children{state=%q} %d\n", string(st), counts[st])
 	}
-	if s.Queued >= 0 {
-		for _, q := range []struct {
-			name, help string
-			value      func(prefork.SocketStats) int
-		}{
-			{"prefork_listen_queue", "Connections waiting in a socket's queue, read while children are busy.", func(s prefork.SocketStats) int { return s.Queued }},
-			{"prefork_listen_queue_max", "The most connections seen waiting in a socket's queue.", func(s prefork.SocketStats) int { return s.MaxQueued }},
-		} {
-			family(q.name, "gauge", q.help)
-			for _, sock := range s.Sockets {
-				fmt.Fprintf(w, "%s{socket=\"%s\"} %d\n", q.name, labelValue.Replace(sock.Name), q.value(sock))
+	// A socket is known by its name and its address together: the
+	// sockets that systemd passes under one name share it.
+	for _, q := range []struct {
+		name, help string
+		value      func(prefork.SocketStats) int
+	}{
+		{"prefork_listen_queue", "Connections waiting in a socket's queue, read while children are busy.", func(s prefork.SocketStats) int { return s.Queued }},
+		{"prefork_listen_queue_max", "The most connections seen waiting in a socket's queue.", func(s prefork.SocketStats) int { return s.MaxQueued }},
+	} {
+		declared := false
+		for _, sock := range s.Sockets {
+			if sock.Queued < 0 {
+				continue // unknown: no sample
 			}
+			if !declared {
+				family(q.name, "gauge", q.help)
+				declared = true
+			}
+			fmt.Fprintf(w, "%s{socket=\"%s\",address=\"%s\"} %d\n", q.name, labelValue.Replace(sock.Name), labelValue.Replace(sock.Network+" "+sock.Addr), q.value(sock))
 		}
 	}
 	counter := func(name, help string, v uint64) {

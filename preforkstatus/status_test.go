@@ -25,6 +25,8 @@ func fixture() prefork.Stats {
 		Sockets: []prefork.SocketStats{
 			{Name: "web", Network: "tcp", Addr: "127.0.0.1:9000", Queued: 2, MaxQueued: 4},
 			{Name: `a "quoted" name`, Network: "unix", Addr: "/run/a.sock", Queued: 0, MaxQueued: 1},
+			{Name: "web", Network: "tcp6", Addr: "[::1]:9000", Queued: 3, MaxQueued: 3}, // systemd's sockets can share a name
+			{Name: "unread", Network: "unix", Addr: "/run/b.sock", Queued: -1, MaxQueued: -1},
 		},
 		Limits: prefork.Limits{MinServers: 2, MaxServers: 8, MinSpareServers: 1, MaxSpareServers: 4}, MaxRequests: 100,
 		Children: []prefork.ChildStats{
@@ -116,8 +118,10 @@ func checkFamilies(t *testing.T, families map[string]*dto.MetricFamily) {
 	assert.Equal(t, 1.0, value("prefork_children", "state", "idle"))
 	assert.Equal(t, 1.0, value("prefork_children", "state", "parked"))
 	assert.Equal(t, 0.0, value("prefork_children", "state", "starting"))
-	assert.Equal(t, 2.0, value("prefork_listen_queue", "socket", "web"))
-	assert.Equal(t, 4.0, value("prefork_listen_queue_max", "socket", "web"))
+	assert.Equal(t, 2.0, value("prefork_listen_queue", "socket", "web", "address", "tcp 127.0.0.1:9000"))
+	assert.Equal(t, 4.0, value("prefork_listen_queue_max", "socket", "web", "address", "tcp 127.0.0.1:9000"))
+	assert.Equal(t, 3.0, value("prefork_listen_queue", "socket", "web", "address", "tcp6 [::1]:9000"))
+	assert.Len(t, families["prefork_listen_queue"].GetMetric(), 3, "no sample for a queue that cannot be read")
 	assert.Equal(t, 0.0, value("prefork_listen_queue", "socket", `a "quoted" name`))
 	assert.Equal(t, 1.0, value("prefork_listen_queue_max", "socket", `a "quoted" name`))
 	assert.Equal(t, 11.0, value("prefork_requests_total"))
@@ -155,8 +159,9 @@ func TestText(t *testing.T) {
 	assert.Contains(t, body, "children:")
 	assert.Contains(t, body, "3 (idle 1, busy 1, parked 1)")
 	assert.Contains(t, body, "2 (max 5)")
-	assert.Contains(t, body, "2 sockets")
+	assert.Contains(t, body, "4 sockets")
 	assert.Regexp(t, `sockets:\s+web: tcp 127.0.0.1:9000, queue 2 \(max 4\)\n\s+a "quoted" name: unix /run/a.sock, queue 0 \(max 1\)\n`, body)
+	assert.Contains(t, body, "unread: unix /run/b.sock, queue unknown (max unknown)")
 	assert.Contains(t, body, "max requests 1, memory limit 2, signaled 1")
 	assert.NotContains(t, body, "101", "one line per child only with ?full")
 

@@ -19,8 +19,9 @@
 // SIGINT (^C) or SIGTERM stops it gracefully; a second one stops it at once.
 //
 // Started by systemd with sockets (socket activation: LISTEN_FDS), it
-// serves those, whatever their kind, and ignores -addr and -proto; to try
-// it without systemd:
+// serves those, whatever their kind, and ignores -addr and -proto (but not
+// -also, which makes it bind the sockets it names); to try it without
+// systemd:
 //
 //	go build -o /tmp/echo ./examples/echo
 //	systemd-socket-activate -l /tmp/echo.sock /tmp/echo
