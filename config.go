@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prefork-go/prefork/internal/sys"
+	"github.com/prefork-go/prefork/internal/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,8 +53,13 @@ type config struct {
 	// whose networks and addresses it learns as it adopts them.
 	sockets []socketSpec
 	// unusedPassed names the sockets systemd passed that the pool does
-	// not serve, for the log.
+	// not serve, for the log; unusedHanded are those a previous master
+	// handed over, which the master closes.
 	unusedPassed []string
+	unusedHanded []wire.UpgradeSocket
+	// predecessor is the master this one succeeds, if an upgrade started
+	// it: it waits to hear that the pool is ready.
+	predecessor *predecessor
 
 	credential *syscall.Credential // whom the children run as; nil: the master's user
 	socketFile *sys.SocketFile     // what the master makes of a Unix socket's file; nil: nothing

@@ -35,6 +35,26 @@ func ExampleManager() {
 	}
 }
 
+// An upgrade asked from a hook: SIGHUP upgrades too, as SIGUSR2 does, and
+// the outcome is logged. Upgrade waits for the new pool, so the hook, which
+// runs on the master's loop, calls it from a goroutine of its own.
+func ExampleManager_Upgrade() {
+	m := &prefork.Manager{Addr: "127.0.0.1:9000", NewChild: func() prefork.Child { return echoChild{} }}
+	m.Hooks.Signal = func(sig os.Signal, stopping bool) prefork.SignalAction {
+		if sig == syscall.SIGHUP && !stopping {
+			go func() {
+				if err := m.Upgrade(context.Background()); err != nil {
+					log.Print(err) // the old pool serves on
+				}
+			}()
+		}
+		return prefork.DefaultSignal(sig, stopping)
+	}
+	if err := m.Run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+}
+
 // multi answers on every socket of its pool, and tells them apart by name.
 type multi struct{}
 

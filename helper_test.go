@@ -95,6 +95,8 @@ type helperConfig struct {
 	SocketMode                                os.FileMode
 	SocketUser, SocketGroup                   string
 	Sockets                                   []prefork.Socket // Manager.Sockets (no Listener)
+	FailPostBindWhile                         string           // the master's PostBind fails while this file exists
+	UpgradeOnHUP                              bool             // SIGHUP calls Manager.Upgrade, which records an Upgraded event with its error
 }
 
 func helperMain() int {
@@ -180,7 +182,8 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 	if cfg.Addr == "" && !cfg.NoAddr && len(cfg.Sockets) == 0 {
 		cfg.Addr = "127.0.0.1:0"
 	}
-	return &prefork.Manager{
+	m := &prefork.Manager{}
+	*m = prefork.Manager{
 		Network:           cfg.Network,
 		Addr:              cfg.Addr,
 		ListenerName:      cfg.ListenerName,
@@ -211,6 +214,9 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 			PreBind: hook("PreBind"),
 			PostBind: func(_ context.Context, addr net.Addr) error {
 				rec.add("PostBind", addr.String())
+				if _, err := os.Stat(cfg.FailPostBindWhile); cfg.FailPostBindWhile != "" && err == nil {
+					return errors.New("PostBind refused by the test")
+				}
 				return nil
 			},
 			PreSignalSetup:   hook("PreSignalSetup"),
@@ -229,10 +235,14 @@ func newHelperManager(cfg helperConfig) *prefork.Manager {
 				if cfg.RestartOnHUP && sig == syscall.SIGHUP {
 					return prefork.ActionRestart
 				}
+				if cfg.UpgradeOnHUP && sig == syscall.SIGHUP {
+					go func() { rec.add("Upgraded", fmt.Sprint(m.Upgrade(context.Background()))) }()
+				}
 				return prefork.DefaultSignal(sig, stopping)
 			},
 		},
 	}
+	return m
 }
 
 // recorder appends events to a file shared by the master and its children;

@@ -123,7 +123,7 @@ type ManagerHooks struct {
 	// PreServerClose runs during a stop, after every child has exited and
 	// before the listener is closed. Its ctx is not cancelled.
 	PreServerClose func(ctx context.Context)
-	// Signal decides what SIGHUP, SIGINT and SIGTERM do. stopping says
+	// Signal decides what SIGHUP, SIGINT, SIGTERM and SIGUSR2 do. stopping says
 	// whether an earlier signal has already begun a stop. Nil means DefaultSignal. To
 	// add to the default, wrap it:
 	//
@@ -162,6 +162,10 @@ const (
 	// ActionRestart replaces every child, a few at a time, without
 	// failing a request: see Manager.RestartChildren.
 	ActionRestart
+	// ActionUpgrade starts the program's binary as a new master that
+	// takes over the sockets, and stops this one once the new pool is
+	// ready: see Manager.Upgrade.
+	ActionUpgrade
 )
 
 // String names the action for logs.
@@ -175,14 +179,17 @@ func (a SignalAction) String() string {
 		return "stop now"
 	case ActionRestart:
 		return "restart children"
+	case ActionUpgrade:
+		return "upgrade"
 	}
 	return "SignalAction(" + strconv.Itoa(int(a)) + ")"
 }
 
 // DefaultSignal is the default ManagerHooks.Signal: SIGINT and SIGTERM stop
 // gracefully, and at once if a stop is already under way (so a second ^C
-// does not wait for slow requests); SIGHUP changes nothing, and the master
-// logs it.
+// does not wait for slow requests); SIGUSR2 upgrades to the program's
+// binary as it is on disk (see Manager.Upgrade), as nginx's and gunicorn's
+// masters do; SIGHUP changes nothing, and the master logs it.
 func DefaultSignal(sig os.Signal, stopping bool) SignalAction {
 	switch sig {
 	case syscall.SIGINT, syscall.SIGTERM:
@@ -190,6 +197,10 @@ func DefaultSignal(sig os.Signal, stopping bool) SignalAction {
 			return ActionStopNow
 		}
 		return ActionStop
+	case syscall.SIGUSR2:
+		if !stopping {
+			return ActionUpgrade
+		}
 	}
 	return ActionContinue
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/prefork-go/prefork/internal/sys"
+	"github.com/prefork-go/prefork/internal/wire"
 )
 
 // Socket is one of the sockets a pool serves, when it serves several: see
@@ -41,6 +42,16 @@ type socketSpec struct {
 	network, addr string
 	given         syscall.Conn // a socket the master did not create, or nil
 	from          string       // which one, for messages
+	owned         bool         // given, but the master's own: handed over by the master it succeeds, which had created it
+}
+
+// key is the network and address of a socket to bind, by which a
+// successor that does not name it finds it after an upgrade.
+func (s socketSpec) key() string {
+	if s.given != nil {
+		return ""
+	}
+	return s.network + " " + s.addr
 }
 
 // socketSpecs lists the sockets that m describes: Network, Addr,
@@ -83,14 +94,23 @@ func (m *Manager) socketSpecs() ([]socketSpec, error) {
 // and the rest it binds, whose addresses it checks.
 func (c *config) takeSockets(m *Manager) error {
 	passed := systemdSockets() // read even when unused, to clear the environment
-	return c.takeSocketsFrom(m, passed)
+	prev := handedOver()
+	if prev.err != nil {
+		return invalid("upgrade: %v", prev.err)
+	}
+	c.predecessor = prev
+	return c.takeSocketsFrom(m, passed, prev.sockets)
 }
 
-// takeSocketsFrom is takeSockets, with the sockets systemd passed.
-func (c *config) takeSocketsFrom(m *Manager, passed passedSockets) error {
+// takeSocketsFrom is takeSockets, with the sockets systemd passed and
+// those the master that this one succeeds handed over.
+func (c *config) takeSocketsFrom(m *Manager, passed passedSockets, handed []wire.UpgradeSocket) error {
 	specs, err := m.socketSpecs()
 	if err != nil {
 		return err
+	}
+	if len(handed) > 0 {
+		specs = c.takeHanded(specs, handed, len(m.Sockets) == 0)
 	}
 	if passed.err != nil {
 		return invalid("socket activation: %v", passed.err)
@@ -137,6 +157,46 @@ func (c *config) takeSocketsFrom(m *Manager, passed passedSockets) error {
 		}
 	}
 	return nil
+}
+
+// takeHanded puts the sockets that a previous master handed over in place
+// of those specs would bind: in the one-socket case all of them, as they
+// were served; otherwise each by the name of a Socket, or, for an unnamed
+// one, by its network and address as configured. It returns the specs;
+// the handed sockets left over are in c.unusedHanded.
+func (c *config) takeHanded(specs []socketSpec, handed []wire.UpgradeSocket, single bool) []socketSpec {
+	taken := make([]bool, len(handed))
+	var out []socketSpec
+	for _, s := range specs {
+		if s.given != nil {
+			out = append(out, s)
+			continue
+		}
+		matched := false
+		for i, h := range handed {
+			if taken[i] || !(single || s.name != "" && h.Name == s.name || s.name == "" && h.Key != "" && h.Key == s.key()) {
+				continue
+			}
+			taken[i], matched = true, true
+			name := h.Name
+			if !single && s.name == "" {
+				name = "" // named by its address, as before
+			}
+			out = append(out, socketSpec{
+				field: s.field, name: name, owned: h.Owned, given: passedSocket(h.FD),
+				from: fmt.Sprintf("the socket the previous master handed over as descriptor %d (%s)", h.FD, h.Name),
+			})
+		}
+		if !matched {
+			out = append(out, s)
+		}
+	}
+	for i, h := range handed {
+		if !taken[i] {
+			c.unusedHanded = append(c.unusedHanded, h)
+		}
+	}
+	return out
 }
 
 // checkAddr checks the network and address of a socket to bind.
@@ -186,8 +246,9 @@ type listener struct {
 	network string
 	addr    net.Addr
 	file    *os.File
-	fd      int  // file's descriptor, for reading the queue
-	adopted bool // a socket the master did not create: Manager.Listener, or systemd's
+	fd      int    // file's descriptor, for reading the queue
+	key     string // socketSpec.key, for an upgrade
+	adopted bool   // a socket the master did not create: Manager.Listener, or systemd's
 	// intakeClosed says that the socket takes no new connections: the
 	// pool stops.
 	intakeClosed bool
@@ -211,7 +272,7 @@ func (ms *master) listen() error {
 			ms.closeListeners()
 			return err
 		}
-		l.name = cmp.Or(s.name, l.network+" "+l.addr.String())
+		l.name, l.key = cmp.Or(s.name, l.network+" "+l.addr.String()), s.key()
 		ms.listeners = append(ms.listeners, l) // closeListeners closes it, and removes its file
 		if l.fd, err = sys.FD(l.file); err != nil {
 			ms.closeListeners()
@@ -234,7 +295,7 @@ func (ms *master) open(s socketSpec) (*listener, error) {
 		}
 		return &listener{network: s.network, addr: addr, file: f, queued: -1}, nil
 	}
-	l := &listener{adopted: true, queued: -1}
+	l := &listener{adopted: !s.owned, queued: -1}
 	raw, err := s.given.SyscallConn()
 	if err == nil {
 		var adoptErr error
@@ -244,7 +305,11 @@ func (ms *master) open(s socketSpec) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prefork: cannot serve %s: %w", s.from, err)
 	}
-	ms.log.Info("prefork: serving a socket it did not create", "from", s.from)
+	if s.owned {
+		ms.log.Info("prefork: taking over a socket", "from", s.from)
+	} else {
+		ms.log.Info("prefork: serving a socket it did not create", "from", s.from)
+	}
 	return l, nil
 }
 

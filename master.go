@@ -52,8 +52,12 @@ type master struct {
 	asked     []SignalAction // by Manager's methods, for the loop
 	limits    *Limits        // by SetLimits, for the loop; the newest wins
 	askWake   chan struct{}  // a buffer of one: the loop has asks to read
-	done      chan struct{}  // closed when Run returns
-	watchers  sync.WaitGroup
+	// upgradeAsks are Manager.Upgrade's callers, for the loop.
+	upgradeAsks []chan<- error
+	upgrading   *successor    // the upgrade under way, if any
+	upgradeDone chan error    // its outcome, for the loop
+	done        chan struct{} // closed when Run returns
+	watchers    sync.WaitGroup
 
 	everReady    bool
 	failures     int       // attempts in a row whose children failed to start, or died young
@@ -80,12 +84,13 @@ type master struct {
 
 func newMaster(ctx context.Context, cfg config) *master {
 	ms := &master{
-		cfg:     cfg,
-		log:     cfg.logger,
-		ctx:     ctx,
-		events:  make(chan event, 64),
-		askWake: make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.logger,
+		ctx:         ctx,
+		events:      make(chan event, 64),
+		askWake:     make(chan struct{}, 1),
+		upgradeDone: make(chan error, 1),
+		done:        make(chan struct{}),
 	}
 	ms.stats.pub = Stats{Queued: -1, MaxQueued: -1, Exits: map[ExitReason]uint64{}}
 	return ms
@@ -141,6 +146,10 @@ func (ms *master) run() error {
 			ms.log.Info("prefork: listening", "socket", l.name, "network", l.network, "addr", l.addr.String(), "pid", os.Getpid())
 		}
 	}
+	for _, h := range cfg.unusedHanded {
+		ms.log.Info("prefork: closing a socket the previous master handed over, which this pool was not told to serve", "socket", h.Name)
+		syscall.Close(h.FD)
+	}
 	if len(cfg.unusedPassed) > 0 {
 		ms.log.Info("prefork: not serving sockets that systemd passed, which this pool was not told to serve", "sockets", cfg.unusedPassed)
 	}
@@ -159,7 +168,7 @@ func (ms *master) run() error {
 	}
 	signals := make(chan os.Signal, 4)
 	if !cfg.noSignals {
-		signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTTIN, syscall.SIGTTOU)
+		signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU)
 		defer signal.Stop(signals)
 	}
 	if err := callHook("PostSignalSetup", hooks.PostSignalSetup, ctx); err != nil {
@@ -251,6 +260,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 				continue
 			}
 			ms.notifyReady()
+			ms.cfg.predecessor.tellReady()
 		}
 		select {
 		case ev := <-ms.events:
@@ -294,6 +304,8 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			ms.enforceRequestTimeout()
 		case <-ms.askWake:
 			ms.takeAsks()
+		case err := <-ms.upgradeDone:
+			ms.upgraded(err)
 		case <-spawnTimer:
 			spawnTimer = nil
 		case <-watchdog:
@@ -329,11 +341,14 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 // takeAsks acts on what Manager's methods asked.
 func (ms *master) takeAsks() {
 	ms.askMu.Lock()
-	asked, limits := ms.asked, ms.limits
-	ms.asked, ms.limits = nil, nil
+	asked, limits, upgrades := ms.asked, ms.limits, ms.upgradeAsks
+	ms.asked, ms.limits, ms.upgradeAsks = nil, nil, nil
 	ms.askMu.Unlock()
 	if limits != nil && !ms.stopping {
 		ms.setLimits(*limits)
+	}
+	for _, w := range upgrades {
+		ms.beginUpgrade(w)
 	}
 	for _, a := range asked {
 		ms.log.Info("prefork: asked", "action", a.String())
@@ -370,8 +385,11 @@ func (ms *master) stop(action SignalAction, err error) {
 	case ActionRestart:
 		ms.beginRestart()
 		ms.notifyReloading()
+	case ActionUpgrade:
+		ms.beginUpgrade(nil)
 	}
 	if ms.stopping {
+		ms.abandonUpgrade()
 		ms.notifyStopping()
 	}
 }

@@ -101,6 +101,7 @@
 // requests' contexts are cancelled, and a second later the children that
 // are left are killed. A second SIGINT or SIGTERM, or Manager.Close, stops
 // at once. SIGHUP is logged and otherwise ignored;
+// SIGUSR2 upgrades (see "Upgrading");
 // ManagerHooks.Signal changes what each signal does. A child that receives
 // SIGINT or SIGTERM itself (a terminal's ^C, or systemd, reach the whole
 // process group) finishes its request and exits too.
@@ -140,6 +141,15 @@
 // replaced; one that stopped taking requests and does not exit is killed
 // ShutdownTimeout and a second later. Manager.RestartChildren replaces
 // every child without failing a request.
+//
+// # Upgrading
+//
+// SIGUSR2, or Manager.Upgrade, replaces the running program with the
+// binary now on disk without refusing a connection: the master starts the
+// new binary as a new master and hands it its sockets; the new master
+// starts its pool on them; once that pool is ready, the old master stops
+// gracefully, leaving the sockets and what waits in their queues to the new
+// children. If the new master fails, the old pool serves on.
 //
 // # Under systemd
 //

@@ -92,7 +92,7 @@ func TestTakeSockets(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var cfg config
 			cfg.reusePort = c.m.ReusePort
-			err := cfg.takeSocketsFrom(c.m, c.passed)
+			err := cfg.takeSocketsFrom(c.m, c.passed, nil)
 			if c.err != "" {
 				assert.ErrorIs(t, err, ErrInvalidConfig)
 				assert.ErrorContains(t, err, c.err)

@@ -293,6 +293,18 @@ func (n *notifications) next(want string) string {
 	}
 }
 
+// drain reads the messages that have come so far.
+func (n *notifications) drain() {
+	for {
+		select {
+		case msg := <-n.msgs:
+			n.seen = append(n.seen, msg)
+		default:
+			return
+		}
+	}
+}
+
 // statuses lists the STATUS= values of the messages seen.
 func (n *notifications) statuses() []string {
 	var out []string

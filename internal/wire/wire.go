@@ -26,6 +26,22 @@
 // first child starts, and nobody changes it afterwards (the flag belongs to
 // the socket that every child shares, not to one process).
 //
+// # Upgrade
+//
+// A master that upgrades starts the program's binary, as it is on disk now,
+// as its successor: a new master, with the same arguments, the master's
+// environment and this added:
+//
+//	PREFORK_UPGRADE=<json>   an Upgrade: the sockets handed over
+//
+// and these descriptors:
+//
+//	fd 3 (FDUpgradeReady)         the write end of a pipe: the successor writes
+//	                              one byte to it once its pool is ready
+//	fd 4.. (FDFirstUpgradeSocket) the sockets, as UpgradeSocket.FD says
+//
+// End of file on the pipe without that byte means the successor failed.
+//
 // # Status records
 //
 // Each record is RecordSize bytes: the protocol version, a Kind, two zero

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -186,5 +187,21 @@ func BenchmarkReader(b *testing.B) {
 		if _, err := r.Next(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestUpgradeRoundTrip(t *testing.T) {
+	u := Upgrade{Sockets: []UpgradeSocket{{Name: "web", Key: "tcp :80", FD: 4, Owned: true}, {Name: "echo.socket", FD: 5}}}
+	got, err := DecodeUpgrade(EncodeUpgrade(u))
+	require.NoError(t, err)
+	u.Version = Version
+	assert.Equal(t, u, got)
+	for _, bad := range []string{
+		"", "{", `{"version":1,"sockets":[]}`,
+		fmt.Sprintf(`{"version":%d,"sockets":[{"fd":3}]}`, Version),
+		fmt.Sprintf(`{"version":%d,"sockets":[{"fd":4},{"fd":4}]}`, Version),
+	} {
+		_, err := DecodeUpgrade(bad)
+		assert.Error(t, err, "%q", bad)
 	}
 }
