@@ -96,6 +96,7 @@ type helperConfig struct {
 	SocketUser, SocketGroup                   string
 	Sockets                                   []prefork.Socket // Manager.Sockets (no Listener)
 	FailPostBindWhile                         string           // the master's PostBind fails while this file exists
+	HangInitWhile                             string           // Initialize waits while this file exists
 	UpgradeOnHUP                              bool             // SIGHUP calls Manager.Upgrade, which records an Upgraded event with its error
 }
 
@@ -303,6 +304,11 @@ func (c *testChild) Initialize(context.Context) error {
 	}
 	if _, err := os.Stat(c.cfg.FailInitWhile); c.cfg.FailInitWhile != "" && err == nil {
 		return errors.New("the dependency is down")
+	}
+	for deadline := time.Now().Add(time.Minute); c.cfg.HangInitWhile != "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(c.cfg.HangInitWhile); err != nil {
+			break
+		}
 	}
 	if c.cfg.HangInitFlag != "" && os.Remove(c.cfg.HangInitFlag) == nil {
 		time.Sleep(time.Hour)

@@ -42,13 +42,22 @@ type socketSpec struct {
 	network, addr string
 	given         syscall.Conn // a socket the master did not create, or nil
 	from          string       // which one, for messages
-	owned         bool         // given, but the master's own: handed over by the master it succeeds, which had created it
+	program       bool         // given by the program (a Listener field)
+	// handed: given by the master this one succeeds, which names it by
+	// handedKey, and had created it if owned.
+	handed    bool
+	handedKey string
+	owned     bool
 }
 
-// key is the network and address of a socket to bind, by which a
-// successor that does not name it finds it after an upgrade.
+// key is the network and address, as configured, of a socket that a
+// master binds, by which its successor finds it after an upgrade when it
+// does not name it; a socket handed over keeps its key.
 func (s socketSpec) key() string {
-	if s.given != nil {
+	switch {
+	case s.handed:
+		return s.handedKey
+	case s.given != nil:
 		return ""
 	}
 	return s.network + " " + s.addr
@@ -60,7 +69,7 @@ func (m *Manager) socketSpecs() ([]socketSpec, error) {
 	if len(m.Sockets) == 0 {
 		s := socketSpec{field: "Manager.", name: m.ListenerName, network: cmp.Or(m.Network, "tcp"), addr: m.Addr}
 		if m.Listener != nil {
-			s.given, s.from = m.Listener, "Manager.Listener"
+			s.given, s.from, s.program = m.Listener, "Manager.Listener", true
 		}
 		return []socketSpec{s}, nil
 	}
@@ -82,7 +91,7 @@ func (m *Manager) socketSpecs() ([]socketSpec, error) {
 		named[s.Name] = i
 		specs[i] = socketSpec{field: field, name: s.Name, network: cmp.Or(s.Network, "tcp"), addr: s.Addr}
 		if s.Listener != nil {
-			specs[i].given, specs[i].from = s.Listener, field+"Listener"
+			specs[i].given, specs[i].from, specs[i].program = s.Listener, field+"Listener", true
 		}
 	}
 	return specs, nil
@@ -99,7 +108,9 @@ func (c *config) takeSockets(m *Manager) error {
 		return invalid("upgrade: %v", prev.err)
 	}
 	c.predecessor = prev
-	return c.takeSocketsFrom(m, passed, prev.sockets)
+	handed := prev.sockets
+	prev.sockets = nil // this master's to take or close; another Run finds none
+	return c.takeSocketsFrom(m, passed, handed)
 }
 
 // takeSocketsFrom is takeSockets, with the sockets systemd passed and
@@ -160,10 +171,11 @@ func (c *config) takeSocketsFrom(m *Manager, passed passedSockets, handed []wire
 }
 
 // takeHanded puts the sockets that a previous master handed over in place
-// of those specs would bind: in the one-socket case all of them, as they
-// were served; otherwise each by the name of a Socket, or, for an unnamed
-// one, by its network and address as configured. It returns the specs;
-// the handed sockets left over are in c.unusedHanded.
+// of those specs would bind: each by the name of a Socket (or
+// ListenerName), or, for an unnamed one, by its network and address as
+// configured; in the one-socket case, also all those the previous master
+// was given by systemd, as they were served. It returns the specs; the
+// handed sockets left over are in c.unusedHanded.
 func (c *config) takeHanded(specs []socketSpec, handed []wire.UpgradeSocket, single bool) []socketSpec {
 	taken := make([]bool, len(handed))
 	var out []socketSpec
@@ -174,16 +186,16 @@ func (c *config) takeHanded(specs []socketSpec, handed []wire.UpgradeSocket, sin
 		}
 		matched := false
 		for i, h := range handed {
-			if taken[i] || !(single || s.name != "" && h.Name == s.name || s.name == "" && h.Key != "" && h.Key == s.key()) {
+			byName := s.name != "" && h.Name == s.name
+			byKey := h.Key != "" && h.Key == s.key()
+			passed := single && s.name == "" && h.Key == "" // systemd's, served as a whole
+			if taken[i] || !byName && !byKey && !passed {
 				continue
 			}
 			taken[i], matched = true, true
-			name := h.Name
-			if !single && s.name == "" {
-				name = "" // named by its address, as before
-			}
 			out = append(out, socketSpec{
-				field: s.field, name: name, owned: h.Owned, given: passedSocket(h.FD),
+				field: s.field, name: h.Name, given: passedSocket(h.FD),
+				handed: true, handedKey: h.Key, owned: h.Owned,
 				from: fmt.Sprintf("the socket the previous master handed over as descriptor %d (%s)", h.FD, h.Name),
 			})
 		}
@@ -249,6 +261,10 @@ type listener struct {
 	fd      int    // file's descriptor, for reading the queue
 	key     string // socketSpec.key, for an upgrade
 	adopted bool   // a socket the master did not create: Manager.Listener, or systemd's
+	program bool   // given by the program: not handed over in an upgrade
+	// pendingOwn: handed over by the master this one succeeds, which had
+	// created it; this master's once that master has given it up.
+	pendingOwn bool
 	// intakeClosed says that the socket takes no new connections: the
 	// pool stops.
 	intakeClosed bool
@@ -295,7 +311,7 @@ func (ms *master) open(s socketSpec) (*listener, error) {
 		}
 		return &listener{network: s.network, addr: addr, file: f, queued: -1}, nil
 	}
-	l := &listener{adopted: !s.owned, queued: -1}
+	l := &listener{adopted: true, pendingOwn: s.owned, program: s.program, queued: -1}
 	raw, err := s.given.SyscallConn()
 	if err == nil {
 		var adoptErr error
@@ -305,7 +321,8 @@ func (ms *master) open(s socketSpec) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prefork: cannot serve %s: %w", s.from, err)
 	}
-	if s.owned {
+	if s.handed {
+		syscall.Close(int(s.given.(passedSocket))) // the master serves its duplicate
 		ms.log.Info("prefork: taking over a socket", "from", s.from)
 	} else {
 		ms.log.Info("prefork: serving a socket it did not create", "from", s.from)

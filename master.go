@@ -56,6 +56,8 @@ type master struct {
 	upgradeAsks []chan<- error
 	upgrading   *successor    // the upgrade under way, if any
 	upgradeDone chan error    // its outcome, for the loop
+	handedOff   chan struct{} // the master this one succeeds has given it the sockets
+	program     string        // the file to run for an upgrade
 	done        chan struct{} // closed when Run returns
 	watchers    sync.WaitGroup
 
@@ -90,6 +92,7 @@ func newMaster(ctx context.Context, cfg config) *master {
 		events:      make(chan event, 64),
 		askWake:     make(chan struct{}, 1),
 		upgradeDone: make(chan error, 1),
+		handedOff:   make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
 	ms.stats.pub = Stats{Queued: -1, MaxQueued: -1, Exits: map[ExitReason]uint64{}}
@@ -115,6 +118,8 @@ func (ms *master) wake() {
 
 func (ms *master) run() error {
 	ctx, cfg := ms.ctx, ms.cfg
+	defer cfg.predecessor.release() // a master that fails before its pool is ready leaves the sockets to the old one
+	ms.program = programPath()
 	hooks := cfg.hooks
 	var handed []wire.Listener
 	if cfg.reusePort {
@@ -260,7 +265,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 				continue
 			}
 			ms.notifyReady()
-			ms.cfg.predecessor.tellReady()
+			ms.takeOver()
 		}
 		select {
 		case ev := <-ms.events:
@@ -306,6 +311,8 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			ms.takeAsks()
 		case err := <-ms.upgradeDone:
 			ms.upgraded(err)
+		case <-ms.handedOff:
+			ms.tookOver()
 		case <-spawnTimer:
 			spawnTimer = nil
 		case <-watchdog:
@@ -321,6 +328,10 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			killTimer = time.After(ms.cfg.shutdownTimeout + killGrace)
 		}
 	}
+	if ms.upgrading != nil { // the stop has cut short the wait for the new master
+		ms.upgraded(<-ms.upgradeDone)
+	}
+	ms.cfg.predecessor.release()
 	ms.watchers.Wait()
 	ms.publish(time.Now())
 	ms.reportSize() // none left
@@ -388,8 +399,10 @@ func (ms *master) stop(action SignalAction, err error) {
 	case ActionUpgrade:
 		ms.beginUpgrade(nil)
 	}
+	if ms.stopping || ms.draining != nil {
+		ms.abandonUpgrade(action == ActionStopNow)
+	}
 	if ms.stopping {
-		ms.abandonUpgrade()
 		ms.notifyStopping()
 	}
 }
@@ -422,6 +435,9 @@ func (ms *master) handle(ev event) {
 		if c.readyAt.IsZero() {
 			c.readyAt = time.Now()
 			ms.everReady = true
+			if ms.failures > 0 && c.started.After(ms.lastFailure) {
+				ms.retries = 0 // children start again: back to the first steps
+			}
 			ms.log.Debug("prefork: child ready", "pid", c.pid)
 		}
 		ms.setPhase(c, c.startPhase) // one told to leave before it was ready stays leaving

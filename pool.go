@@ -16,7 +16,7 @@ import (
 // the attempt started (the first MinServers fail together when a
 // dependency is down at boot). While children fail, starts are paced by the
 // back-off, one at a time, whether or not the last one is still starting:
-// each start is a step.
+// each start is a step, until a child becomes ready again.
 // A child that has stayed ready for youngDeath since the last failure ends
 // the streak. If no child has ever become ready, Run gives up with
 // ErrChildStart once children have failed for giveUpAfter and at least

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,14 +21,15 @@ import (
 // A zero-downtime upgrade, as nginx's binary upgrade and tableflip do it:
 // the master starts the program's binary as it is on disk now, as its
 // successor, and hands it its sockets. The successor starts its pool on
-// them; once that pool is ready, the old master stops gracefully and
-// leaves the sockets as they are: what is queued on them, and what comes,
-// goes to the successor's children, while the old children finish the
-// requests they have. If the successor fails, the old pool serves on.
+// them; once that pool is ready, the old master gives it the sockets, stops
+// gracefully and leaves them as they are: what is queued on them, and what
+// comes, goes to the successor's children, while the old children finish
+// the requests they have. If the successor fails, the old pool serves on,
+// on sockets the successor has left as they were.
 
 // ErrUpgrade is returned by Manager.Upgrade when the successor could not
-// take over: it did not start, exited, or was not ready in time. The pool
-// serves on.
+// take over: it did not start, exited, or was not ready in time, or the
+// pool stopped meanwhile. The pool serves on, unless it is stopping.
 var ErrUpgrade = errors.New("prefork: upgrade failed")
 
 // Upgrade starts the program's binary, as it is on disk now, as a new
@@ -39,21 +42,28 @@ var ErrUpgrade = errors.New("prefork: upgrade failed")
 //
 // Upgrade waits until then, and returns nil, or ErrUpgrade (wrapped, with
 // why) when the new master did not start, exited, or was not ready within
-// StartTimeout: then the pool serves on as before. If ctx is done first,
-// Upgrade returns ctx's error and the upgrade goes on. It returns
-// ErrNotRunning when Run is not running in this process's master.
+// StartTimeout, or the pool began to stop meanwhile: the new master is then
+// stopped, and the pool serves on as before. If ctx is done first, Upgrade
+// returns ctx's error and the upgrade goes on. It returns ErrNotRunning when
+// Run is not running in this process's master. Do not call it from a hook,
+// which the master waits for: call it from a goroutine of its own, or
+// return ActionUpgrade from ManagerHooks.Signal.
 //
-// The new master is a child process of this one until this one exits. Its
-// own Run finds the sockets by name (Socket.Name or ListenerName), or an
-// unnamed one by its network and address as configured; a socket that the
-// new configuration does not name is closed, and one it names anew is
-// bound. The sockets the program gives the pool itself (Listener) cannot be
-// handed over: the new program would have to make them while the old one
-// holds them. In reuse-port mode nothing is handed over: each new child
-// binds its own socket beside the old ones'. For a while both pools run:
-// up to twice MaxServers children in all. Under systemd, the old master
+// The program is the file that started this process, by the path it was
+// started with (os.Args[0], or found in PATH): a deploy that switches a
+// symbolic link to a new release, or renames a new binary into place, is
+// picked up. The new master finds each socket by name (Socket.Name, or
+// ListenerName), or an unnamed one by its network and address as
+// configured; one that the new configuration does not name is closed, and
+// one it names anew is bound. The sockets the program gives the pool itself
+// (Listener) are not handed over: the new program would have to make them
+// while this one holds them. In reuse-port mode nothing is handed over:
+// each new child binds its own socket beside the old ones'. For a while
+// both pools run: up to twice MaxServers children. Limits set by SetLimits,
+// SIGTTIN or SIGTTOU are not carried over. The new master is a child
+// process of this one until this one exits. Under systemd, this master
 // tells systemd the new master's pid (MAINPID=), so that the unit follows
-// it.
+// it, and tells it nothing after.
 func (m *Manager) Upgrade(ctx context.Context) error {
 	ms := m.master(false)
 	if ms == nil {
@@ -67,17 +77,27 @@ func (m *Manager) Upgrade(ctx context.Context) error {
 	select {
 	case err := <-result:
 		return err
+	case <-ms.done:
+		select {
+		case err := <-result:
+			return err
+		default:
+			return fmt.Errorf("%w: the pool stopped", ErrUpgrade)
+		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// successor is an upgrade under way: the new master, and who waits for
-// the outcome.
+// successor is an upgrade under way: the new master, the master's end of
+// the link to it, and who waits for the outcome.
 type successor struct {
-	cmd     *exec.Cmd
-	pid     int // cmd's, which Release forgets
-	waiters []chan<- error
+	cmd       *exec.Cmd
+	pid       int
+	link      *os.File
+	waiters   []chan<- error
+	abandoned bool // a stop began: the wait for its word was cut short
+	now       bool // and it was a stop at once
 }
 
 // beginUpgrade starts a successor, unless one is starting already; waiter,
@@ -89,47 +109,48 @@ func (ms *master) beginUpgrade(waiter chan<- error) {
 		}
 		return
 	}
-	fail := func(err error) {
+	var err error
+	switch {
+	case ms.stopping || ms.draining != nil:
+		err = errors.New("the pool is stopping")
+	case ms.cfg.predecessor.pending():
+		err = errors.New("this master has not taken over from the one it succeeds yet")
+	}
+	var s *successor
+	if err == nil {
+		s, err = ms.startSuccessor()
+	}
+	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrUpgrade, err)
-		ms.log.Error("prefork: cannot upgrade; serving on", "err", err)
+		ms.log.Error("prefork: cannot upgrade", "err", err)
 		if waiter != nil {
 			waiter <- err
 		}
-	}
-	if ms.stopping || ms.draining != nil {
-		fail(errors.New("the pool is stopping"))
 		return
 	}
-	cmd, ready, err := ms.startSuccessor()
-	if err != nil {
-		fail(err)
-		return
-	}
-	ms.upgrading = &successor{cmd: cmd, pid: cmd.Process.Pid}
 	if waiter != nil {
-		ms.upgrading.waiters = append(ms.upgrading.waiters, waiter)
+		s.waiters = append(s.waiters, waiter)
 	}
-	ms.log.Info("prefork: upgrading: a new master starts", "pid", cmd.Process.Pid, "program", cmd.Path)
-	ms.watchers.Go(func() { ms.upgradeDone <- ms.awaitSuccessor(cmd, ready) })
+	ms.upgrading = s
+	ms.log.Info("prefork: upgrading: a new master starts", "pid", s.pid, "program", s.cmd.Path)
+	ms.watchers.Go(func() { ms.upgradeDone <- ms.awaitSuccessor(s) })
 }
 
-// startSuccessor starts the program's binary as a new master, with the
-// sockets, and returns the end of the pipe on which it says it is ready.
-func (ms *master) startSuccessor() (*exec.Cmd, *os.File, error) {
-	exe, err := os.Executable() // the file on disk now, not the binary this process runs
+// startSuccessor starts the program as a new master, with the sockets.
+func (ms *master) startSuccessor() (*successor, error) {
+	link, theirs, err := sys.Socketpair()
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot find the program: %w", err)
+		return nil, err
 	}
-	ready, readyW, err := os.Pipe()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer readyW.Close()
+	defer theirs.Close()
 	u := wire.Upgrade{}
-	files := []*os.File{readyW}
+	files := []*os.File{theirs}
 	for _, l := range ms.listeners {
+		if l.program {
+			continue // the new program makes its own
+		}
 		u.Sockets = append(u.Sockets, wire.UpgradeSocket{
-			Name: l.name, Key: l.key, FD: wire.FDFirstUpgradeSocket + len(files) - 1, Owned: !l.adopted,
+			Name: l.name, Key: l.key, FD: wire.FDFirstUpgradeSocket + len(files) - 1, Owned: !l.adopted || l.pendingOwn,
 		})
 		files = append(files, l.file)
 	}
@@ -142,73 +163,81 @@ func (ms *master) startSuccessor() (*exec.Cmd, *os.File, error) {
 		}
 	}
 	cmd := &exec.Cmd{
-		Path: exe, Args: os.Args, Env: env,
+		Path: ms.program, Args: os.Args, Env: env,
 		Stdout: os.Stdout, Stderr: os.Stderr,
 		ExtraFiles: files,
 	}
 	if err := cmd.Start(); err != nil {
-		ready.Close()
-		return nil, nil, err
+		link.Close()
+		return nil, err
 	}
-	return cmd, ready, nil
+	return &successor{cmd: cmd, pid: cmd.Process.Pid, link: link}, nil
 }
 
-// awaitSuccessor waits until the successor says it is ready, and returns
-// nil; or until it fails, or StartTimeout passes, and then stops it and
-// returns why.
-func (ms *master) awaitSuccessor(cmd *exec.Cmd, ready *os.File) error {
-	defer ready.Close()
+// programPath is the file to run as a successor: the path the program was
+// started by, so that a deploy that has switched a symbolic link or renamed
+// a new binary into place is picked up (os.Executable would name the file
+// that runs now); os.Executable where that is not known.
+func programPath() string {
+	var path string
+	if strings.Contains(os.Args[0], "/") {
+		path, _ = filepath.Abs(os.Args[0])
+	} else {
+		path, _ = exec.LookPath(os.Args[0])
+	}
+	if path == "" {
+		path, _ = os.Executable()
+	}
+	return path
+}
+
+// awaitSuccessor waits until the successor says that its pool is ready,
+// and returns nil; or until it fails, StartTimeout passes or a stop cuts
+// the wait short, and returns why. The loop decides what follows.
+func (ms *master) awaitSuccessor(s *successor) error {
 	if ms.cfg.startTimeout > 0 {
-		ready.SetReadDeadline(time.Now().Add(ms.cfg.startTimeout))
+		s.link.SetReadDeadline(time.Now().Add(ms.cfg.startTimeout))
 	}
 	var b [1]byte
-	n, err := ready.Read(b[:])
-	if n == 1 {
-		cmd.Process.Release() // this process may outlive its use of it; the new master is on its own
+	n, err := s.link.Read(b[:])
+	switch {
+	case n == 1:
 		return nil
+	case errors.Is(err, os.ErrDeadlineExceeded) && ms.cfg.startTimeout > 0 && !s.abandoned:
+		return fmt.Errorf("the new master (pid %d) was not ready within StartTimeout (%v)", s.pid, ms.cfg.startTimeout)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("the pool began to stop before the new master (pid %d) was ready", s.pid)
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = fmt.Errorf("the new master (pid %d) was not ready within StartTimeout (%v)", cmd.Process.Pid, ms.cfg.startTimeout)
-	} else {
-		err = fmt.Errorf("the new master (pid %d) exited before its pool was ready", cmd.Process.Pid)
-	}
-	// Its children stop with it; whatever is left after ShutdownTimeout
-	// and a second is killed.
-	cmd.Process.Signal(syscall.SIGTERM)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case how := <-exited:
-		if how != nil {
-			err = fmt.Errorf("%w: %w", err, how)
-		}
-	case <-time.After(ms.cfg.shutdownTimeout + killGrace):
-		cmd.Process.Kill()
-		<-exited
-	}
-	return err
+	return fmt.Errorf("the new master (pid %d) exited before its pool was ready", s.pid)
 }
 
-// upgraded takes the outcome of an upgrade: on success the old master
-// stops, leaving the sockets to the new one.
+// upgraded takes the outcome of an upgrade. On success the old master gives
+// the successor the sockets and stops; otherwise it stops the successor.
 func (ms *master) upgraded(err error) {
 	s := ms.upgrading
 	ms.upgrading = nil
-	if err == nil && ms.stopping {
-		err = errors.New("the pool began to stop meanwhile, and stopped the new master")
+	if err == nil && (ms.stopping || ms.draining != nil) {
+		err = errors.New("the pool began to stop meanwhile")
 	}
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrUpgrade, err)
-		ms.log.Error("prefork: upgrade failed; serving on", "err", err)
+		if ms.stopping || ms.draining != nil {
+			ms.log.Warn("prefork: upgrade abandoned", "err", err)
+		} else {
+			ms.log.Error("prefork: upgrade failed; serving on", "err", err)
+		}
+		ms.dismiss(s)
 	} else {
-		pid := s.pid
-		ms.log.Info("prefork: upgraded: the new master serves; stopping", "pid", pid)
+		s.link.Write([]byte{1}) // the sockets are the successor's
+		s.link.Close()
+		s.cmd.Process.Release() // this process may outlive its use of it; the new master is on its own
+		ms.log.Info("prefork: upgraded: the new master serves; stopping", "pid", s.pid)
 		for _, l := range ms.listeners {
 			l.adopted = true // the new master's now: intake, queue and file stay as they are
 		}
 		// From now on the service manager hears from the new master:
 		// this one's stop is not the service's.
-		ms.sd.tell(fmt.Sprintf("MAINPID=%d", pid), "")
+		ms.sd.tell(fmt.Sprintf("MAINPID=%d", s.pid), "")
 		ms.sd.close()
 		ms.sd = notifier{}
 		ms.drained = true // nothing to drain: the sockets serve on
@@ -219,19 +248,44 @@ func (ms *master) upgraded(err error) {
 	}
 }
 
-// abandonUpgrade stops a successor that is still starting, when the pool
-// stops: the sockets it would take over are closing.
-func (ms *master) abandonUpgrade() {
-	if ms.upgrading != nil {
-		ms.upgrading.cmd.Process.Signal(syscall.SIGTERM)
+// dismiss stops a successor that will not take over, and closes the link
+// once it has exited: until then the sockets stay this master's, and the
+// successor leaves them as they are.
+func (ms *master) dismiss(s *successor) {
+	sig := syscall.SIGTERM
+	if s.now {
+		sig = syscall.SIGKILL
 	}
+	s.cmd.Process.Signal(sig)
+	ms.watchers.Go(func() {
+		defer s.link.Close()
+		exited := make(chan struct{})
+		go func() { s.cmd.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(ms.cfg.shutdownTimeout + killGrace):
+			s.cmd.Process.Kill() // its children follow (parent-death signal, end of their status sockets)
+			<-exited
+		}
+	})
+}
+
+// abandonUpgrade cuts short the wait for a successor when a stop begins:
+// the loop then stops it (at once, with now).
+func (ms *master) abandonUpgrade(now bool) {
+	s := ms.upgrading
+	if s == nil || s.abandoned && !now {
+		return
+	}
+	s.abandoned, s.now = true, s.now || now
+	s.link.SetReadDeadline(time.Now())
 }
 
 // predecessor is what a master that upgraded handed this process, read
 // once per process, as systemd's sockets are.
 type predecessor struct {
-	sockets []wire.UpgradeSocket
-	ready   *os.File // where to say that the pool is ready; nil once said
+	sockets []wire.UpgradeSocket // until a master has taken them
+	link    *os.File             // to the old master, until it has given the sockets
 	err     error
 }
 
@@ -242,29 +296,71 @@ var handedOver = sync.OnceValue(func() *predecessor {
 	}
 	os.Unsetenv(wire.EnvUpgrade)
 	u, err := wire.DecodeUpgrade(value)
-	if err != nil {
-		return &predecessor{err: err}
-	}
-	p := &predecessor{sockets: u.Sockets}
-	for _, s := range u.Sockets {
-		if err := sys.Inherited(s.FD); err != nil { // close-on-exec: for this process only
-			return &predecessor{err: fmt.Errorf("%s: %w", wire.EnvUpgrade, err)}
+	if err == nil {
+		for _, s := range u.Sockets {
+			if err = sys.Inherited(s.FD); err != nil { // close-on-exec: for this process only
+				break
+			}
 		}
 	}
-	if err := sys.Inherited(wire.FDUpgradeReady); err != nil {
+	var link *os.File
+	if err == nil {
+		link, err = sys.InheritedStatus(wire.FDUpgradeLink)
+	}
+	if err != nil {
 		return &predecessor{err: fmt.Errorf("%s: %w", wire.EnvUpgrade, err)}
 	}
-	p.ready = os.NewFile(wire.FDUpgradeReady, "prefork-upgrade-ready")
-	return p
+	return &predecessor{sockets: u.Sockets, link: link}
 })
 
-// tellReady tells the master that started this one, if any, that the pool
-// is ready: it then stops.
-func (p *predecessor) tellReady() {
-	if p == nil || p.ready == nil {
+// pending reports whether this master has a predecessor that has not given
+// it the sockets yet.
+func (p *predecessor) pending() bool { return p != nil && p.link != nil }
+
+// takeOver tells the old master that this pool is ready, and waits, on a
+// goroutine of the master's, for its answer: then the sockets it created
+// are this master's (see tookOver). It does nothing without a predecessor.
+func (ms *master) takeOver() {
+	p := ms.cfg.predecessor
+	if !p.pending() {
 		return
 	}
-	p.ready.Write([]byte{1})
-	p.ready.Close()
-	p.ready = nil
+	if _, err := p.link.Write([]byte{1}); err != nil {
+		ms.log.Warn("prefork: cannot tell the previous master that the pool is ready", "err", err)
+	}
+	link := p.link
+	ms.watchers.Go(func() {
+		var b [1]byte
+		if n, err := link.Read(b[:]); n == 1 || errors.Is(err, io.EOF) { // its word, or its end: it is gone
+			ms.handedOff <- struct{}{}
+		}
+	})
+}
+
+// tookOver makes the sockets that the old master created this master's,
+// and removes the files of those of its Unix sockets that this master does
+// not serve.
+func (ms *master) tookOver() {
+	ms.cfg.predecessor.release()
+	for _, l := range ms.listeners {
+		if l.pendingOwn {
+			l.pendingOwn, l.adopted = false, false
+		}
+	}
+	for _, h := range ms.cfg.unusedHanded {
+		if network, addr, ok := strings.Cut(h.Key, " "); ok && h.Owned && sys.IsUnix(network) {
+			sys.RemoveSocketFile(network, addr)
+		}
+	}
+	ms.log.Info("prefork: took over from the previous master")
+}
+
+// release ends the link to the old master: its word has come, or this
+// master stops (cutting short the wait for it).
+func (p *predecessor) release() {
+	if p.pending() {
+		p.link.SetReadDeadline(time.Now())
+		p.link.Close()
+		p.link = nil
+	}
 }

@@ -15,7 +15,7 @@ func TestTakeHanded(t *testing.T) {
 	t.Parallel()
 	handed := []wire.UpgradeSocket{
 		{Name: "web", Key: "tcp :80", FD: 4, Owned: true},
-		{Name: "tcp :8080", Key: "tcp :8080", FD: 5, Owned: true},
+		{Name: "tcp 127.0.0.1:8080", Key: "tcp :8080", FD: 5, Owned: true},
 		{Name: "echo.socket", FD: 6},
 	}
 	spec := func(name, addr string) socketSpec { return socketSpec{name: name, network: "tcp", addr: addr} }
@@ -23,7 +23,7 @@ func TestTakeHanded(t *testing.T) {
 		var out []string
 		for _, s := range specs {
 			if fd, ok := s.given.(passedSocket); ok {
-				out = append(out, fmt.Sprintf("%q fd %d owned %v", s.name, fd, s.owned))
+				out = append(out, fmt.Sprintf("%q fd %d key %q owned %v", s.name, fd, s.key(), s.owned))
 			} else {
 				out = append(out, fmt.Sprintf("%q bind %s", s.name, s.addr))
 			}
@@ -33,22 +33,30 @@ func TestTakeHanded(t *testing.T) {
 		}
 		return out
 	}
+	own := handed[:2] // without systemd's
 	for _, c := range []struct {
 		name   string
+		handed []wire.UpgradeSocket
 		specs  []socketSpec
 		single bool
 		want   []string
 	}{
-		{"one socket: all of them", []socketSpec{spec("", ":80")}, true,
-			[]string{`"web" fd 4 owned true`, `"tcp :8080" fd 5 owned true`, `"echo.socket" fd 6 owned false`}},
-		{"by name, by address, and one to bind", []socketSpec{spec("web", ":81"), spec("", ":8080"), spec("api", ":82")}, false,
-			[]string{`"web" fd 4 owned true`, `"" fd 5 owned true`, `"api" bind :82`, "unused fd 6"}},
-		{"none of them", []socketSpec{spec("", ":9000")}, false,
+		{"one socket: its own by address, and systemd's", handed, []socketSpec{spec("", ":8080")}, true,
+			[]string{`"tcp 127.0.0.1:8080" fd 5 key "tcp :8080" owned true`, `"echo.socket" fd 6 key "" owned false`, "unused fd 4"}},
+		{"one socket at a new address: systemd's are served in its place", handed, []socketSpec{spec("", ":9000")}, true,
+			[]string{`"echo.socket" fd 6 key "" owned false`, "unused fd 4", "unused fd 5"}},
+		{"one socket at a new address", own, []socketSpec{spec("", ":9000")}, true,
+			[]string{`"" bind :9000`, "unused fd 4", "unused fd 5"}},
+		{"one socket named", handed, []socketSpec{spec("web", ":81")}, true,
+			[]string{`"web" fd 4 key "tcp :80" owned true`, "unused fd 5", "unused fd 6"}},
+		{"by name, by address, and one to bind", handed, []socketSpec{spec("web", ":81"), spec("", ":8080"), spec("api", ":82")}, false,
+			[]string{`"web" fd 4 key "tcp :80" owned true`, `"tcp 127.0.0.1:8080" fd 5 key "tcp :8080" owned true`, `"api" bind :82`, "unused fd 6"}},
+		{"none of them", handed, []socketSpec{spec("", ":9000")}, false,
 			[]string{`"" bind :9000`, "unused fd 4", "unused fd 5", "unused fd 6"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var cfg config
-			specs := cfg.takeHanded(c.specs, handed, c.single)
+			specs := cfg.takeHanded(c.specs, c.handed, c.single)
 			assert.Equal(t, c.want, describe(specs, cfg.unusedHanded))
 		})
 	}

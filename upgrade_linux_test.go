@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prefork-go/prefork"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -140,37 +141,115 @@ func dialOnce(network, addr string) (string, error) {
 	return bufio.NewReader(c).ReadString('\n')
 }
 
-// A new master that cannot start its pool fails the upgrade: the old one
-// serves on, and says why, to the log and to Manager.Upgrade's caller.
+// A new master that cannot start its pool fails the upgrade, whether it
+// exits (its PostBind fails) or is not ready within StartTimeout and is
+// stopped: the old one serves on, on sockets the new one left as they were
+// (a Unix socket's file stays; a TCP socket takes connections), and says
+// why, to the log and to Manager.Upgrade's caller. Once the cause is gone,
+// the same call upgrades.
 func TestUpgradeThatFailsServesOn(t *testing.T) {
 	t.Parallel()
-	flag := filepath.Join(t.TempDir(), "fail")
-	p := startReady(t, helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1, FailPostBindWhile: flag, UpgradeOnHUP: true})
-	old := p.cmd.Process.Pid
-	require.NoError(t, os.WriteFile(flag, nil, 0o600))
-	p.signal(syscall.SIGHUP) // Manager.Upgrade
-	ev := p.waitEvent("master", "Upgraded")
-	assert.Contains(t, ev.Detail, "prefork: upgrade failed")
-	assert.Contains(t, ev.Detail, "exited before its pool was ready")
-	assert.Contains(t, p.logText(), "PostBind refused by the test", "the new master said why")
-	assert.Equal(t, old, parentOf(p.askPID()), "the old pool serves on")
+	for _, c := range []struct{ network, how string }{{"tcp", "exits"}, {"unix", "exits"}, {"tcp", "times out"}, {"unix", "times out"}} {
+		t.Run(c.network+" "+c.how, func(t *testing.T) {
+			t.Parallel()
+			flag := filepath.Join(t.TempDir(), "fail")
+			cfg := helperConfig{Network: c.network, Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1, UpgradeOnHUP: true}
+			want := "exited before its pool was ready"
+			if c.how == "exits" {
+				cfg.FailPostBindWhile = flag
+			} else {
+				cfg.HangInitWhile, cfg.StartTimeout, cfg.ShutdownTimeout = flag, time.Second, time.Second
+				want = "was not ready within StartTimeout"
+			}
+			if c.network == "unix" {
+				cfg.Addr = filepath.Join(t.TempDir(), "s")
+			}
+			p := startReady(t, cfg)
+			old := p.cmd.Process.Pid
+			require.NoError(t, os.WriteFile(flag, nil, 0o600))
+			p.signal(syscall.SIGHUP) // Manager.Upgrade
+			ev := p.waitEvent("master", "Upgraded")
+			assert.Contains(t, ev.Detail, "prefork: upgrade failed")
+			assert.Contains(t, ev.Detail, want)
+			p.waitFor("the new master to be gone", func() bool { return len(p.group()) == 1+len(p.children()) })
+			if c.network == "unix" {
+				_, err := os.Lstat(cfg.Addr)
+				require.NoError(t, err, "the socket's file stays")
+			}
+			assert.Equal(t, old, parentOf(p.askPID()), "the old pool serves on")
 
-	// Once the cause is gone, the same call upgrades.
-	require.NoError(t, os.Remove(flag))
-	p.signal(syscall.SIGHUP)
-	require.NoError(t, p.wait())
-	var results []string
-	for _, e := range p.readEvents() {
-		if e.Hook == "Upgraded" {
-			results = append(results, e.Detail)
-		}
+			require.NoError(t, os.Remove(flag))
+			p.signal(syscall.SIGHUP)
+			require.NoError(t, p.wait())
+			var results []string
+			for _, e := range p.readEvents() {
+				if e.Hook == "Upgraded" {
+					results = append(results, e.Detail)
+				}
+			}
+			require.Len(t, results, 2)
+			assert.Equal(t, "<nil>", results[1])
+			successor := p.successorPID()
+			assert.Equal(t, successor, parentOf(p.askPID()))
+			require.NoError(t, syscall.Kill(successor, syscall.SIGTERM))
+			require.True(t, gone(t, successor))
+		})
 	}
-	require.Len(t, results, 2)
-	assert.Equal(t, "<nil>", results[1])
-	successor := p.successorPID()
-	assert.Equal(t, successor, parentOf(p.askPID()))
-	require.NoError(t, syscall.Kill(successor, syscall.SIGTERM))
-	require.True(t, gone(t, successor))
+}
+
+// A stop that comes while the new master starts abandons the upgrade: the
+// new master is stopped, both exit, and Manager.Upgrade's caller hears it.
+func TestStopDuringUpgrade(t *testing.T) {
+	t.Parallel()
+	flag := filepath.Join(t.TempDir(), "hang")
+	p := startReady(t, helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1, UpgradeOnHUP: true, HangInitWhile: flag, ShutdownTimeout: time.Second})
+	require.NoError(t, os.WriteFile(flag, nil, 0o600))
+	p.signal(syscall.SIGHUP)
+	p.waitFor("the new master", func() bool { return strings.Contains(p.logText(), "upgrading: a new master starts") })
+	successor := atoi(t, regexp.MustCompile(`upgrading: a new master starts","pid":(\d+)`).FindStringSubmatch(p.logText())[1])
+	p.signal(syscall.SIGTERM)
+	require.NoError(t, p.wait())
+	assert.Contains(t, p.waitEvent("master", "Upgraded").Detail, "the pool began to stop before the new master")
+	require.True(t, gone(t, successor), "the new master is stopped too")
+	p.waitFor("the whole group to be gone", func() bool { return len(p.group()) == 0 })
+}
+
+// A master that took over can be upgraded in turn: unnamed sockets are
+// found by their address as configured each time, and keep their names.
+func TestUpgradeTwice(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "s")
+	sockets := []prefork.Socket{{Addr: "127.0.0.1:0"}, {Network: "unix", Addr: path}}
+	p := startPoolNoWait(t, helperConfig{Sockets: sockets, Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1})
+	addrs := p.boundSockets("master", 2)
+	p.waitEvent("master", "PostInitChildren")
+	name := "tcp " + addrs[0]
+	master := p.cmd.Process.Pid
+	for round := range 2 {
+		require.NoError(t, syscall.Kill(master, syscall.SIGUSR2))
+		// The first master has exited after the first round: wait on the log.
+		successor := 0
+		require.Eventually(t, func() bool {
+			m := regexp.MustCompile(`upgraded: the new master serves; stopping","pid":(\d+)`).FindAllStringSubmatch(p.logText(), -1)
+			if len(m) > round {
+				successor = atoi(t, m[round][1])
+			}
+			return successor != 0 && strings.Count(p.logText(), "took over from the previous master") > round
+		}, waitLimit, 10*time.Millisecond, "round %d: the upgrade", round)
+		require.True(t, gone(t, master), "round %d: the old master exits", round)
+		c := p.dialTo("tcp", addrs[0])
+		assert.Equal(t, name, c.ask("socket"), "round %d: the unnamed socket keeps its name", round)
+		assert.Equal(t, successor, parentOf(atoi(t, c.ask("pid"))))
+		c.conn.Close()
+		u := p.dialTo("unix", path)
+		assert.Equal(t, "unix "+path, u.ask("socket"))
+		u.conn.Close()
+		master = successor
+	}
+	require.NoError(t, syscall.Kill(master, syscall.SIGTERM))
+	require.True(t, gone(t, master))
+	_, err := os.Lstat(path)
+	assert.ErrorIs(t, err, os.ErrNotExist, "the last master removes the file it took over")
 }
 
 // Under a service manager, the old master tells it the new master's pid

@@ -8,9 +8,14 @@ import (
 // EnvUpgrade marks a master started by the master it succeeds.
 const EnvUpgrade = "PREFORK_UPGRADE"
 
+// UpgradeVersion is the version of the handover to a successor, apart from
+// the children's protocol (Version): a master and its successor are
+// different builds.
+const UpgradeVersion = 1
+
 // The successor's descriptors.
 const (
-	FDUpgradeReady       = 3
+	FDUpgradeLink        = 3
 	FDFirstUpgradeSocket = 4
 )
 
@@ -37,7 +42,7 @@ type UpgradeSocket struct {
 
 // EncodeUpgrade is the value of EnvUpgrade.
 func EncodeUpgrade(u Upgrade) string {
-	u.Version = Version
+	u.Version = UpgradeVersion
 	b, _ := json.Marshal(u) // cannot fail for these types
 	return string(b)
 }
@@ -48,8 +53,8 @@ func DecodeUpgrade(s string) (Upgrade, error) {
 	if err := json.Unmarshal([]byte(s), &u); err != nil {
 		return u, fmt.Errorf("%s: %w", EnvUpgrade, err)
 	}
-	if u.Version != Version {
-		return u, fmt.Errorf("%s: handed over by a master of protocol version %d, not %d", EnvUpgrade, u.Version, Version)
+	if u.Version != UpgradeVersion {
+		return u, fmt.Errorf("%s: handed over by a master of handover version %d, not %d", EnvUpgrade, u.Version, UpgradeVersion)
 	}
 	seen := map[int]bool{}
 	for _, s := range u.Sockets {

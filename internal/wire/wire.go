@@ -36,11 +36,18 @@
 //
 // and these descriptors:
 //
-//	fd 3 (FDUpgradeReady)         the write end of a pipe: the successor writes
-//	                              one byte to it once its pool is ready
+//	fd 3 (FDUpgradeLink)          the successor's end of an AF_UNIX stream
+//	                              socketpair with the master
 //	fd 4.. (FDFirstUpgradeSocket) the sockets, as UpgradeSocket.FD says
 //
-// End of file on the pipe without that byte means the successor failed.
+// The successor writes one byte on the link once its pool is ready; end of
+// file without it means that the successor failed. The master answers with
+// one byte when it takes the successor's word, and stops: from then on the
+// sockets that it created (UpgradeSocket.Owned) are the successor's, to
+// close and remove when it stops. Until then they stay the master's, so
+// that a successor that fails leaves them as they were. End of file on the
+// link once the successor is ready means that the master is gone, and the
+// sockets are the successor's too.
 //
 // # Status records
 //

@@ -194,12 +194,12 @@ func TestUpgradeRoundTrip(t *testing.T) {
 	u := Upgrade{Sockets: []UpgradeSocket{{Name: "web", Key: "tcp :80", FD: 4, Owned: true}, {Name: "echo.socket", FD: 5}}}
 	got, err := DecodeUpgrade(EncodeUpgrade(u))
 	require.NoError(t, err)
-	u.Version = Version
+	u.Version = UpgradeVersion
 	assert.Equal(t, u, got)
 	for _, bad := range []string{
-		"", "{", `{"version":1,"sockets":[]}`,
-		fmt.Sprintf(`{"version":%d,"sockets":[{"fd":3}]}`, Version),
-		fmt.Sprintf(`{"version":%d,"sockets":[{"fd":4},{"fd":4}]}`, Version),
+		"", "{", `{"version":99,"sockets":[]}`,
+		fmt.Sprintf(`{"version":%d,"sockets":[{"fd":3}]}`, UpgradeVersion),
+		fmt.Sprintf(`{"version":%d,"sockets":[{"fd":4},{"fd":4}]}`, UpgradeVersion),
 	} {
 		_, err := DecodeUpgrade(bad)
 		assert.Error(t, err, "%q", bad)
