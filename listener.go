@@ -103,7 +103,7 @@ func (m *Manager) socketSpecs() ([]socketSpec, error) {
 // and the rest it binds, whose addresses it checks.
 func (c *config) takeSockets(m *Manager) error {
 	passed := systemdSockets() // read even when unused, to clear the environment
-	prev := handedOver()
+	prev := handedOver
 	if prev.err != nil {
 		return invalid("upgrade: %v", prev.err)
 	}
@@ -178,30 +178,43 @@ func (c *config) takeSocketsFrom(m *Manager, passed passedSockets, handed []wire
 // handed sockets left over are in c.unusedHanded.
 func (c *config) takeHanded(specs []socketSpec, handed []wire.UpgradeSocket, single bool) []socketSpec {
 	taken := make([]bool, len(handed))
-	var out []socketSpec
-	for _, s := range specs {
-		if s.given != nil {
-			out = append(out, s)
-			continue
+	take := func(s socketSpec, h wire.UpgradeSocket) socketSpec {
+		return socketSpec{
+			field: s.field, name: cmp.Or(s.name, h.Name), given: passedSocket(h.FD),
+			handed: true, handedKey: h.Key, owned: h.Owned,
+			from: fmt.Sprintf("the socket the previous master handed over as descriptor %d (%s)", h.FD, h.Name),
 		}
-		matched := false
-		for i, h := range handed {
-			byName := s.name != "" && h.Name == s.name
-			byKey := h.Key != "" && h.Key == s.key()
-			passed := single && s.name == "" && h.Key == "" // systemd's, served as a whole
-			if taken[i] || !byName && !byKey && !passed {
+	}
+	// Each spec takes one socket: by name first, for all of them, then by
+	// key; in the one-socket case, all those systemd passed.
+	found := make([][]socketSpec, len(specs))
+	for pass := range 3 {
+		for k, s := range specs {
+			if s.given != nil || found[k] != nil {
 				continue
 			}
-			taken[i], matched = true, true
-			out = append(out, socketSpec{
-				field: s.field, name: h.Name, given: passedSocket(h.FD),
-				handed: true, handedKey: h.Key, owned: h.Owned,
-				from: fmt.Sprintf("the socket the previous master handed over as descriptor %d (%s)", h.FD, h.Name),
-			})
+			for i, h := range handed {
+				match := [3]bool{
+					s.name != "" && h.Name == s.name,
+					h.Key != "" && h.Key == s.key(),
+					single && s.name == "" && h.Key == "",
+				}[pass]
+				if !taken[i] && match {
+					taken[i] = true
+					found[k] = append(found[k], take(s, h))
+					if pass < 2 {
+						break
+					}
+				}
+			}
 		}
-		if !matched {
-			out = append(out, s)
+	}
+	var out []socketSpec
+	for k, s := range specs {
+		if found[k] == nil {
+			found[k] = []socketSpec{s}
 		}
+		out = append(out, found[k]...)
 	}
 	for i, h := range handed {
 		if !taken[i] {

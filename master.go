@@ -57,7 +57,8 @@ type master struct {
 	upgrading   *successor    // the upgrade under way, if any
 	upgradeDone chan error    // its outcome, for the loop
 	handedOff   chan struct{} // the master this one succeeds has given it the sockets
-	program     string        // the file to run for an upgrade
+	dismissed   []*os.Process // successors that will not take over, until they have exited
+	sdWhere     string        // the sockets, for the service manager's STATUS lines
 	done        chan struct{} // closed when Run returns
 	watchers    sync.WaitGroup
 
@@ -119,7 +120,6 @@ func (ms *master) wake() {
 func (ms *master) run() error {
 	ctx, cfg := ms.ctx, ms.cfg
 	defer cfg.predecessor.release() // a master that fails before its pool is ready leaves the sockets to the old one
-	ms.program = programPath()
 	hooks := cfg.hooks
 	var handed []wire.Listener
 	if cfg.reusePort {
@@ -191,7 +191,10 @@ func (ms *master) run() error {
 		return fmt.Errorf("prefork: cannot find the program to run as children: %w", err)
 	}
 	ms.env = childEnv(handed, ms.cfg.childMaxProcs)
-	ms.sd.open(ms.log, where(handed))
+	ms.sdWhere = where(handed)
+	if !cfg.predecessor.pending() { // until it takes over, the old master speaks for the service
+		ms.sd.open(ms.log, ms.sdWhere)
+	}
 	defer ms.sd.close()
 	ms.spawner = startSpawner(cfg.maxServers, cfg.childTimerSlack)
 	defer ms.spawner.stop()
@@ -237,7 +240,6 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		timeoutTick = t.C
 	}
 	var killTimer, spawnTimer <-chan time.Time
-	watchdog := ms.sd.watchdogTicks()
 	ctxDone := ms.ctx.Done()
 	initialized := false
 	signalStops := 0
@@ -315,7 +317,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 			ms.tookOver()
 		case <-spawnTimer:
 			spawnTimer = nil
-		case <-watchdog:
+		case <-ms.sd.watchdogTicks(): // read anew: a master that takes over starts it then
 			ms.sd.tell("WATCHDOG=1", "")
 		case <-ms.draining:
 			ms.draining, ms.drained = nil, true
@@ -377,7 +379,7 @@ func (ms *master) stop(action SignalAction, err error) {
 	case ActionStop:
 		switch {
 		case ms.stopping, ms.draining != nil:
-		case ms.cfg.drainDelay > 0 && !ms.drained:
+		case ms.cfg.drainDelay > 0 && !ms.drained && !ms.cfg.predecessor.pending(): // no drain for a pool never in rotation
 			// Lame duck: serve on while load balancers take the pool
 			// out of rotation; the loop stops it when the delay is over.
 			ms.draining = time.After(ms.cfg.drainDelay)

@@ -8,8 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -133,7 +133,12 @@ func (ms *master) beginUpgrade(waiter chan<- error) {
 	}
 	ms.upgrading = s
 	ms.log.Info("prefork: upgrading: a new master starts", "pid", s.pid, "program", s.cmd.Path)
-	ms.watchers.Go(func() { ms.upgradeDone <- ms.awaitSuccessor(s) })
+	// The deadline is set here, on the loop, so that a stop's (see
+	// abandonUpgrade) always comes after it.
+	if ms.cfg.startTimeout > 0 {
+		s.link.SetReadDeadline(time.Now().Add(ms.cfg.startTimeout))
+	}
+	ms.watchers.Go(func() { ms.upgradeDone <- awaitSuccessor(s.link) })
 }
 
 // startSuccessor starts the program as a new master, with the sockets.
@@ -163,7 +168,7 @@ func (ms *master) startSuccessor() (*successor, error) {
 		}
 	}
 	cmd := &exec.Cmd{
-		Path: ms.program, Args: os.Args, Env: env,
+		Path: startedAs, Args: os.Args, Env: env,
 		Stdout: os.Stdout, Stderr: os.Stderr,
 		ExtraFiles: files,
 	}
@@ -174,41 +179,53 @@ func (ms *master) startSuccessor() (*successor, error) {
 	return &successor{cmd: cmd, pid: cmd.Process.Pid, link: link}, nil
 }
 
-// programPath is the file to run as a successor: the path the program was
-// started by, so that a deploy that has switched a symbolic link or renamed
-// a new binary into place is picked up (os.Executable would name the file
-// that runs now); os.Executable where that is not known.
+// startedAs is the file to run as a successor: the one this process was
+// started from, by the path it was started by, so that a deploy that then
+// switches a symbolic link, or renames a new binary into place, is picked
+// up (os.Executable names the file that runs now). It is resolved as the
+// package initializes, before the program can change its directory, and
+// kept only if it is the file that runs; otherwise it is os.Executable's.
+var startedAs = programPath()
+
 func programPath() string {
-	var path string
-	if strings.Contains(os.Args[0], "/") {
-		path, _ = filepath.Abs(os.Args[0])
-	} else {
-		path, _ = exec.LookPath(os.Args[0])
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
 	}
-	if path == "" {
-		path, _ = os.Executable()
+	path := os.Args[0]
+	if !strings.Contains(path, "/") {
+		if path, err = exec.LookPath(path); err != nil {
+			return exe
+		}
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return exe
+	}
+	runs, err1 := os.Stat(exe)
+	named, err2 := os.Stat(path)
+	if err1 != nil || err2 != nil || !os.SameFile(runs, named) {
+		return exe
 	}
 	return path
 }
 
-// awaitSuccessor waits until the successor says that its pool is ready,
-// and returns nil; or until it fails, StartTimeout passes or a stop cuts
-// the wait short, and returns why. The loop decides what follows.
-func (ms *master) awaitSuccessor(s *successor) error {
-	if ms.cfg.startTimeout > 0 {
-		s.link.SetReadDeadline(time.Now().Add(ms.cfg.startTimeout))
-	}
+// awaitSuccessor waits until the successor says, on link, that its pool is
+// ready (nil), or until it fails, or the read's deadline passes: the
+// loop's StartTimeout, or a stop's (see upgraded for the words).
+func awaitSuccessor(link *os.File) error {
 	var b [1]byte
-	n, err := s.link.Read(b[:])
-	switch {
-	case n == 1:
-		return nil
-	case errors.Is(err, os.ErrDeadlineExceeded) && ms.cfg.startTimeout > 0 && !s.abandoned:
-		return fmt.Errorf("the new master (pid %d) was not ready within StartTimeout (%v)", s.pid, ms.cfg.startTimeout)
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return fmt.Errorf("the pool began to stop before the new master (pid %d) was ready", s.pid)
+	if n, err := link.Read(b[:]); n == 0 {
+		return cmpErr(err, io.EOF)
 	}
-	return fmt.Errorf("the new master (pid %d) exited before its pool was ready", s.pid)
+	return nil
+}
+
+// cmpErr returns err, or def when err is nil.
+func cmpErr(err, def error) error {
+	if err != nil {
+		return err
+	}
+	return def
 }
 
 // upgraded takes the outcome of an upgrade. On success the old master gives
@@ -216,8 +233,19 @@ func (ms *master) awaitSuccessor(s *successor) error {
 func (ms *master) upgraded(err error) {
 	s := ms.upgrading
 	ms.upgrading = nil
-	if err == nil && (ms.stopping || ms.draining != nil) {
+	switch {
+	case err == nil && (ms.stopping || ms.draining != nil):
 		err = errors.New("the pool began to stop meanwhile")
+	case err == nil:
+		if _, werr := s.link.Write([]byte{1}); werr != nil { // the sockets are the successor's
+			err = fmt.Errorf("the new master (pid %d) is gone: %w", s.pid, werr)
+		}
+	case errors.Is(err, os.ErrDeadlineExceeded) && s.abandoned:
+		err = fmt.Errorf("the pool began to stop before the new master (pid %d) was ready", s.pid)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("the new master (pid %d) was not ready within StartTimeout (%v)", s.pid, ms.cfg.startTimeout)
+	default:
+		err = fmt.Errorf("the new master (pid %d) exited before its pool was ready", s.pid)
 	}
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrUpgrade, err)
@@ -228,7 +256,6 @@ func (ms *master) upgraded(err error) {
 		}
 		ms.dismiss(s)
 	} else {
-		s.link.Write([]byte{1}) // the sockets are the successor's
 		s.link.Close()
 		s.cmd.Process.Release() // this process may outlive its use of it; the new master is on its own
 		ms.log.Info("prefork: upgraded: the new master serves; stopping", "pid", s.pid)
@@ -257,6 +284,7 @@ func (ms *master) dismiss(s *successor) {
 		sig = syscall.SIGKILL
 	}
 	s.cmd.Process.Signal(sig)
+	ms.dismissed = append(ms.dismissed, s.cmd.Process) // for a stop at once
 	ms.watchers.Go(func() {
 		defer s.link.Close()
 		exited := make(chan struct{})
@@ -273,6 +301,11 @@ func (ms *master) dismiss(s *successor) {
 // abandonUpgrade cuts short the wait for a successor when a stop begins:
 // the loop then stops it (at once, with now).
 func (ms *master) abandonUpgrade(now bool) {
+	if now {
+		for _, p := range ms.dismissed {
+			p.Kill() // already reaped: an error, nothing more
+		}
+	}
 	s := ms.upgrading
 	if s == nil || s.abandoned && !now {
 		return
@@ -289,7 +322,12 @@ type predecessor struct {
 	err     error
 }
 
-var handedOver = sync.OnceValue(func() *predecessor {
+// handedOver is read as the package initializes, as a child's handover
+// is, before the program can start processes that would inherit the
+// descriptors: they are marked close-on-exec at once.
+var handedOver = takePredecessor()
+
+func takePredecessor() *predecessor {
 	value, ok := os.LookupEnv(wire.EnvUpgrade)
 	if !ok {
 		return &predecessor{}
@@ -311,7 +349,7 @@ var handedOver = sync.OnceValue(func() *predecessor {
 		return &predecessor{err: fmt.Errorf("%s: %w", wire.EnvUpgrade, err)}
 	}
 	return &predecessor{sockets: u.Sockets, link: link}
-})
+}
 
 // pending reports whether this master has a predecessor that has not given
 // it the sockets yet.
@@ -331,7 +369,11 @@ func (ms *master) takeOver() {
 	link := p.link
 	ms.watchers.Go(func() {
 		var b [1]byte
-		if n, err := link.Read(b[:]); n == 1 || errors.Is(err, io.EOF) { // its word, or its end: it is gone
+		n, err := link.Read(b[:])
+		// Its word; or its end (end of file, or a reset when it died with
+		// the ready word unread): it is gone. Not this master's own
+		// release of the link.
+		if n == 1 || !errors.Is(err, os.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			ms.handedOff <- struct{}{}
 		}
 	})
@@ -348,9 +390,20 @@ func (ms *master) tookOver() {
 		}
 	}
 	for _, h := range ms.cfg.unusedHanded {
-		if network, addr, ok := strings.Cut(h.Key, " "); ok && h.Owned && sys.IsUnix(network) {
+		network, addr, ok := strings.Cut(h.Key, " ")
+		served := slices.ContainsFunc(ms.listeners, func(l *listener) bool { return l.addr.String() == addr })
+		if ok && h.Owned && sys.IsUnix(network) && !served {
 			sys.RemoveSocketFile(network, addr)
 		}
+	}
+	if ms.stopping { // its stop began before: it closes their intake now
+		ms.closeIntake()
+	}
+	ms.sd.open(ms.log, ms.sdWhere) // silent until now: the old master spoke for the service
+	if ms.stopping {
+		ms.notifyStopping()
+	} else {
+		ms.notifyReady()
 	}
 	ms.log.Info("prefork: took over from the previous master")
 }

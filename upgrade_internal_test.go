@@ -41,8 +41,15 @@ func TestTakeHanded(t *testing.T) {
 		single bool
 		want   []string
 	}{
-		{"one socket: its own by address, and systemd's", handed, []socketSpec{spec("", ":8080")}, true,
-			[]string{`"tcp 127.0.0.1:8080" fd 5 key "tcp :8080" owned true`, `"echo.socket" fd 6 key "" owned false`, "unused fd 4"}},
+		{"one socket: its own by address", handed, []socketSpec{spec("", ":8080")}, true,
+			[]string{`"tcp 127.0.0.1:8080" fd 5 key "tcp :8080" owned true`, "unused fd 4", "unused fd 6"}},
+		{"one socket: systemd's, all of them", []wire.UpgradeSocket{{Name: "a", FD: 4}, {Name: "b", FD: 5}}, []socketSpec{spec("", ":8080")}, true,
+			[]string{`"a" fd 4 key "" owned false`, `"b" fd 5 key "" owned false`}},
+		{"names before keys, one socket each", []wire.UpgradeSocket{{Name: "public", Key: "tcp :0", FD: 4}, {Name: "admin", Key: "tcp :0", FD: 5}, {Name: "tcp 127.0.0.1:1", Key: "tcp :0", FD: 6}},
+			[]socketSpec{spec("", ":0"), spec("admin", ":0"), spec("public", ":0")}, false,
+			[]string{`"tcp 127.0.0.1:1" fd 6 key "tcp :0" owned false`, `"admin" fd 5 key "tcp :0" owned false`, `"public" fd 4 key "tcp :0" owned false`}},
+		{"a name given anew", []wire.UpgradeSocket{{Name: "tcp [::]:80", Key: "tcp :80", FD: 4, Owned: true}}, []socketSpec{spec("web", ":80")}, false,
+			[]string{`"web" fd 4 key "tcp :80" owned true`}},
 		{"one socket at a new address: systemd's are served in its place", handed, []socketSpec{spec("", ":9000")}, true,
 			[]string{`"echo.socket" fd 6 key "" owned false`, "unused fd 4", "unused fd 5"}},
 		{"one socket at a new address", own, []socketSpec{spec("", ":9000")}, true,

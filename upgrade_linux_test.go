@@ -286,3 +286,44 @@ func waitSuccessor(t *testing.T, p *pool) int {
 	p.waitFor("the upgrade", func() bool { return strings.Contains(p.logText(), "upgraded: the new master serves") })
 	return p.successorPID()
 }
+
+// A deploy that switches a symbolic link to a new release: the upgrade
+// runs the file the link names now, not the one the old master runs.
+func TestUpgradeFollowsASymlinkSwitch(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, release := range []string{"v1", "v2"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, release), 0o755))
+		copyFile(t, os.Args[0], filepath.Join(dir, release, "server"))
+	}
+	current := filepath.Join(dir, "current")
+	require.NoError(t, os.Symlink(filepath.Join(dir, "v1"), current))
+	p := startPoolWith(t, helperConfig{Min: 1, Max: 2, MinSpare: 1, MaxSpare: 1}, func(env []string) *exec.Cmd {
+		cmd := exec.Command(filepath.Join(current, "server"), "-test.run=^$")
+		cmd.Env = append(os.Environ(), env...)
+		return cmd
+	})
+	p.addr = p.waitEvent("master", "PostBind").Detail
+	p.waitEvent("master", "PostInitChildren")
+
+	require.NoError(t, os.Remove(current))
+	require.NoError(t, os.Symlink(filepath.Join(dir, "v2"), current))
+	p.signal(syscall.SIGUSR2)
+	require.NoError(t, p.wait())
+	successor := p.successorPID()
+	exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", successor))
+	require.NoError(t, err)
+	v2, err := os.Stat(filepath.Join(dir, "v2", "server"))
+	require.NoError(t, err)
+	assert.True(t, os.SameFile(exe, v2), "the new master runs the release the link names now")
+	assert.Equal(t, successor, parentOf(p.askPID()))
+	require.NoError(t, syscall.Kill(successor, syscall.SIGTERM))
+	require.True(t, gone(t, successor))
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(to, data, 0o755))
+}
