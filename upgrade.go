@@ -214,18 +214,14 @@ func programPath() string {
 // loop's StartTimeout, or a stop's (see upgraded for the words).
 func awaitSuccessor(link *os.File) error {
 	var b [1]byte
-	if n, err := link.Read(b[:]); n == 0 {
-		return cmpErr(err, io.EOF)
+	n, err := link.Read(b[:])
+	switch {
+	case n == 1:
+		return nil
+	case err == nil:
+		return io.ErrUnexpectedEOF
 	}
-	return nil
-}
-
-// cmpErr returns err, or def when err is nil.
-func cmpErr(err, def error) error {
-	if err != nil {
-		return err
-	}
-	return def
+	return err
 }
 
 // upgraded takes the outcome of an upgrade. On success the old master gives
