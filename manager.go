@@ -339,6 +339,11 @@ type Manager struct {
 // after a normal end, the error of Child.Initialize if it failed,
 // ErrMasterGone if the master died. The program should then exit.
 func (m *Manager) Run(ctx context.Context) error {
+	if inherited == nil {
+		// A master started by an upgrade that returns before its pool is
+		// ready says so at once to the master it was to succeed.
+		defer handedOver.release()
+	}
 	cfg, err := m.config(inherited == nil)
 	if err != nil {
 		return err
