@@ -104,6 +104,7 @@ func runChild(ctx context.Context, cfg config, h *handover) (err error) {
 		stopping:    make(chan struct{}),
 		maxRequests: cfg.requestLimit(),
 	}
+	w.park.Store(h.parked) // the Park record that follows says it again
 	err = w.run(ctx, h.masterPID, h.listeners)
 	w.shutdown(err)
 	var held uint64

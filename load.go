@@ -33,9 +33,9 @@ func (ms *master) observe() observation {
 			o.startingParked++
 		case c.phase == starting:
 			o.starting++
-		case c.phase == parked:
+		case c.phase == parked && state != board.Busy:
 			o.parked++
-		case c.phase == serving && state == board.Busy:
+		case (c.phase == serving || c.phase == parked) && state == board.Busy: // a parked one serves what it was woken for as it was parked
 			o.busy++
 			if ms.idleClient(c, now) {
 				o.idleClients++

@@ -312,6 +312,7 @@ type handover struct {
 	status    *os.File
 	board     *board.Board
 	slot      int
+	parked    bool // the child starts parked
 	listeners []wire.Listener
 	err       error // a handover that cannot be used; Run returns it
 }
@@ -322,13 +323,14 @@ func takeHandover() *handover {
 		return nil
 	}
 	pid, listeners, slot := os.Getenv(wire.EnvMasterPID), os.Getenv(wire.EnvListeners), os.Getenv(wire.EnvBoard)
+	parked := os.Getenv(wire.EnvParked) == "1"
 	if os.Getenv(wire.EnvMaxProcs) != "" { // the runtime has read it: not for the child's children
 		os.Unsetenv("GOMAXPROCS")
 	}
 	for _, env := range wire.EnvNames {
 		os.Unsetenv(env)
 	}
-	h := &handover{}
+	h := &handover{parked: parked}
 	sys.SetProcessName(filepath.Base(os.Args[0]))
 	if version != strconv.Itoa(wire.Version) {
 		h.err = errors.New("prefork: child started by a master of another protocol version " + version)

@@ -71,7 +71,11 @@ func (ms *master) spawn(startPhase phase) error {
 	c := &child{slot: slot, cmd: cmd, status: status, started: time.Now(), startPhase: startPhase}
 	c.expires = ms.cfg.recycle.expiry(c.started)
 	if startPhase == parked {
-		ms.send(c, wire.Park) // read as soon as the child reads its socket
+		// It starts out of the listeners' queues, so that the kernel
+		// never wakes it for a connection before it has read that it is
+		// parked.
+		cmd.Env = append(cmd.Env, wire.EnvParked+"=1")
+		ms.send(c, wire.Park)
 	}
 	ms.children = append(ms.children, c)
 	ms.spawner.start(func() {

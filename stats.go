@@ -217,13 +217,16 @@ func (c *child) state(boardState uint32) ChildState {
 	switch c.phase {
 	case starting:
 		return ChildStarting
-	case serving:
-		if boardState == board.Busy {
+	case serving, parked:
+		switch {
+		case boardState == board.Busy:
+			// A parked child serves the connection the kernel woke it for
+			// as it was parked.
 			return ChildBusy
+		case c.phase == parked:
+			return ChildParked
 		}
 		return ChildIdle
-	case parked:
-		return ChildParked
 	case leaving:
 		return ChildLeaving
 	case retiring:

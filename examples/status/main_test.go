@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prefork-go/prefork"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -94,8 +95,10 @@ func TestStatusPageShowsTheBusyChild(t *testing.T) {
 	echo, err := bufio.NewReader(conn).ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "hello\n", echo)
-	require.Eventually(t, func() bool {
+	if !assert.Eventually(t, func() bool {
 		return strings.Contains(get("/?full"), conn.LocalAddr().String())
-	}, 10*time.Second, 10*time.Millisecond, "the busy child's client is not on the page")
+	}, 10*time.Second, 10*time.Millisecond, "the busy child's client is not on the page") {
+		t.Fatalf("the page:\n%s", get("/?full"))
+	}
 	require.Contains(t, get("/metrics"), `prefork_children{state="busy"} 1`)
 }

@@ -135,7 +135,10 @@ func TestPollerListen(t *testing.T) {
 	defer p.Close()
 	w.Pin(1 << 20) // waits may hold the P, whatever else runs
 
-	changed, err := p.Listen(false)
+	changed, err := p.Listen(true)
+	require.NoError(t, err)
+	assert.True(t, changed, "a new poller does not listen")
+	changed, err = p.Listen(false)
 	require.NoError(t, err)
 	assert.True(t, changed)
 	changed, err = p.Listen(false)

@@ -55,7 +55,8 @@ type Poller struct {
 	events    []unix.EpollEvent
 }
 
-// NewPoller watches listeners, and the descriptors of w.
+// NewPoller watches the descriptors of w, and listeners once Listen says
+// so.
 func NewPoller(listeners []int, w *Waiter) (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -66,10 +67,7 @@ func NewPoller(listeners []int, w *Waiter) (*Poller, error) {
 		ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 		return os.NewSyscallError("epoll_ctl", unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev))
 	}
-	_, err = p.Listen(true)
-	if err == nil {
-		err = add(w.wake, unix.EPOLLIN)
-	}
+	err = add(w.wake, unix.EPOLLIN)
 	if err == nil && w.status >= 0 {
 		// Edge-triggered: a record is news once; the netpoller delivers
 		// it (see hold).

@@ -90,11 +90,14 @@ type Poller struct {
 	waiter    *Waiter
 }
 
-// NewPoller watches listeners, and the descriptors of w.
+// NewPoller watches the descriptors of w, and listeners once Listen says
+// so.
 func NewPoller(listeners []int, w *Waiter) (*Poller, error) {
 	p := &Poller{listeners: listeners, waiter: w, fds: make([]unix.PollFd, len(listeners)+1)}
 	p.fds[len(listeners)] = unix.PollFd{Fd: int32(w.wake), Events: unix.POLLIN}
-	p.Listen(true)
+	for i := range listeners {
+		p.fds[i] = unix.PollFd{Fd: -1} // poll skips it until Listen
+	}
 	return p, nil
 }
 

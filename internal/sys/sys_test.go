@@ -95,6 +95,8 @@ func TestPollerAndAccept(t *testing.T) {
 	p, err := NewPoller([]int{fd}, waiter)
 	require.NoError(t, err)
 	defer p.Close()
+	_, err = p.Listen(true)
+	require.NoError(t, err)
 
 	wait := func() bool {
 		got := make(chan bool, 1)
@@ -148,6 +150,8 @@ func TestPollerSeveralListeners(t *testing.T) {
 	p, err := NewPoller([]int{int(rawFD(t, stream)), int(rawFD(t, packet))}, waiter)
 	require.NoError(t, err)
 	defer p.Close()
+	_, err = p.Listen(true)
+	require.NoError(t, err)
 	wait := func() bool {
 		got := make(chan bool, 1)
 		go func() {

@@ -11,6 +11,7 @@
 //	PREFORK_MASTER_PID=<pid>    the master; a child whose parent is not it exits
 //	PREFORK_LISTENERS=<json>    the listeners, a JSON array of Listener
 //	PREFORK_BOARD=<slot>,<n>    the child's slot on the scoreboard, of n slots
+//	PREFORK_PARKED=1            the child starts parked (only then)
 //
 // and these descriptors:
 //
@@ -83,6 +84,9 @@ const (
 	EnvMasterPID = "PREFORK_MASTER_PID"
 	EnvListeners = "PREFORK_LISTENERS"
 	EnvBoard     = "PREFORK_BOARD"
+	// EnvParked says that the child starts parked: it does not watch the
+	// listeners until the master unparks it.
+	EnvParked = "PREFORK_PARKED"
 	// EnvMaxProcs marks a GOMAXPROCS that the master set for the child's
 	// runtime to start with; the child removes both.
 	EnvMaxProcs = "PREFORK_GOMAXPROCS"
@@ -94,7 +98,7 @@ const (
 
 // EnvNames lists the handover's environment variables: a child removes
 // them, and the master replaces any it inherited.
-var EnvNames = []string{EnvChild, EnvMasterPID, EnvListeners, EnvBoard, EnvMaxProcs}
+var EnvNames = []string{EnvChild, EnvMasterPID, EnvListeners, EnvBoard, EnvParked, EnvMaxProcs}
 
 // RecordSize is the size in bytes of every status record.
 const RecordSize = 8
