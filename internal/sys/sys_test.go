@@ -80,6 +80,25 @@ func TestListenIPv6(t *testing.T) {
 	assert.True(t, addr.(*net.TCPAddr).IP.Equal(net.IPv6loopback))
 }
 
+// waitPoller runs p.Wait, for at most 10 seconds, and returns whether a
+// listener is ready.
+func waitPoller(t *testing.T, p *Poller) bool {
+	t.Helper()
+	got := make(chan bool, 1)
+	go func() {
+		l, err := p.Wait()
+		assert.NoError(t, err)
+		got <- l
+	}()
+	select {
+	case l := <-got:
+		return l
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return")
+		return false
+	}
+}
+
 func TestPollerAndAccept(t *testing.T) {
 	f, addr, err := Listen("tcp", "127.0.0.1:0", 16, false)
 	require.NoError(t, err)
@@ -98,21 +117,7 @@ func TestPollerAndAccept(t *testing.T) {
 	_, err = p.Listen(true)
 	require.NoError(t, err)
 
-	wait := func() bool {
-		got := make(chan bool, 1)
-		go func() {
-			l, err := p.Wait()
-			assert.NoError(t, err)
-			got <- l
-		}()
-		select {
-		case l := <-got:
-			return l
-		case <-time.After(10 * time.Second):
-			t.Fatal("Wait did not return")
-			return false
-		}
-	}
+	wait := func() bool { return waitPoller(t, p) }
 
 	client, err := net.Dial("tcp", addr.String())
 	require.NoError(t, err)
@@ -152,21 +157,7 @@ func TestPollerSeveralListeners(t *testing.T) {
 	defer p.Close()
 	_, err = p.Listen(true)
 	require.NoError(t, err)
-	wait := func() bool {
-		got := make(chan bool, 1)
-		go func() {
-			l, err := p.Wait()
-			assert.NoError(t, err)
-			got <- l
-		}()
-		select {
-		case l := <-got:
-			return l
-		case <-time.After(10 * time.Second):
-			t.Fatal("Wait did not return")
-			return false
-		}
-	}
+	wait := func() bool { return waitPoller(t, p) }
 
 	d, err := net.Dial("udp", paddr.String())
 	require.NoError(t, err)
