@@ -84,7 +84,9 @@
 // runs no goroutines but its own waits (for a connection, and inside
 // Request.Conn's Read and Write) without the runtime's help, in short
 // slices that keep its P, for up to 200 ms before it sleeps as any Go
-// program does. Request.Conn is therefore the package's own net.Conn, not
+// program does, and only in a streak of short waits: a new child, and one
+// after an idle spell, waits the ordinary way until a wait ends within
+// 200 ms. Request.Conn is therefore the package's own net.Conn, not
 // a *net.TCPConn. While the child runs other goroutines (started before
 // Run, or by a hook or a handler), its waits are ordinary ones.
 //

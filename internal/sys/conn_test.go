@@ -104,6 +104,7 @@ func TestConnDeadlineMovedDuringRead(t *testing.T) {
 		go func() {
 			if held {
 				waiter.Pin(runtime.NumGoroutine()) // this goroutine, not yet the timer's
+				waiter.streak.Store(true)          // as after a short wait: a new Waiter does not hold
 			}
 			_, err := conn.Read(make([]byte, 1))
 			done <- err
@@ -167,6 +168,7 @@ func TestWaiterLetsStatusReaderRun(t *testing.T) {
 	require.NoError(t, err)
 	defer idle.Close()
 	waiter.Pin(runtime.NumGoroutine())
+	waiter.streak.Store(true) // as after a short wait: a new Waiter does not hold
 	seen := waiter.Wakes()
 	time.AfterFunc(20*time.Millisecond, func() { w.Write([]byte{1}) })
 	got, err := waiter.WaitFD(int(idle.Fd()), unix.POLLIN, time.Now().Add(10*time.Second), seen)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // Queued counts the connections that wait in a listener's accept queue, and
@@ -160,4 +161,41 @@ func TestPollerListen(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, listener, "the queued connection wakes it once it listens")
 	assert.Equal(t, uint64(1), w.HeldWaits(), "and a listening poller holds the P")
+}
+
+// A Waiter holds the P only in a streak of short waits: not in its first
+// wait, in the wait after a short one, and not after one that outlasted
+// holdLimit.
+func TestWaiterHoldsOnlyInAStreak(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	fd := int(rawFD(t, r))
+	waiter, err := NewWaiter(-1)
+	require.NoError(t, err)
+	defer waiter.Close()
+	waiter.Pin(1 << 20) // waits may hold the P, whatever else runs
+
+	// waitFor waits until the pipe is readable, written to after delay,
+	// and empties it.
+	waitFor := func(delay time.Duration) {
+		t.Helper()
+		time.AfterFunc(delay, func() { w.Write([]byte{1}) })
+		got, err := waiter.WaitFD(fd, unix.POLLIN, time.Now().Add(10*time.Second), waiter.Wakes())
+		require.NoError(t, err)
+		require.Equal(t, FDReady, got)
+		_, err = r.Read(make([]byte, 1))
+		require.NoError(t, err)
+	}
+	const short = 20 * time.Millisecond
+
+	waitFor(short)
+	assert.Zero(t, waiter.HeldWaits(), "a new Waiter waits the ordinary way")
+	waitFor(short)
+	assert.Equal(t, uint64(1), waiter.HeldWaits(), "after a short wait, it holds the P")
+	waitFor(holdLimit + 50*time.Millisecond)
+	assert.Equal(t, uint64(2), waiter.HeldWaits(), "that wait held it too, up to holdLimit")
+	waitFor(short)
+	assert.Equal(t, uint64(2), waiter.HeldWaits(), "after a long wait, it does not")
 }

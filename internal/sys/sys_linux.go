@@ -124,7 +124,8 @@ func (p *Poller) undo(n int, on bool) {
 // wake-ups for nothing.
 func (p *Poller) Wait() (listener bool, err error) {
 	h := p.waiter.hold()
-	h.off = !p.listening
+	h.off = h.off || !p.listening
+	defer h.done()
 	for {
 		ms, raw, _ := h.next(time.Time{})
 		n, err := epollWait(p.epfd, p.events, ms, raw)
