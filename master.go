@@ -75,12 +75,13 @@ type master struct {
 	stopErr      error            // what Run returns
 
 	policy    policy
-	begunGone uint64    // requests begun by children that have exited
-	watching  bool      // the loop looks at the pool every tick: something is busy
-	alarmAt   time.Time // when a child last set off the board's alarm
-	load      loadView  // what the master last saw of the machine
-	atMax     bool      // connections waited that MaxServers kept from being served
-	reported  int       // the number of children PoolResized last reported
+	begunGone uint64        // requests begun by children that have exited
+	watching  bool          // the loop looks at the pool every tick: something is busy
+	alarmAt   time.Time     // when a child last set off the board's alarm
+	lookIn    time.Duration // until the loop's next look while it watches
+	load      loadView      // what the master last saw of the machine
+	atMax     bool          // connections waited that MaxServers kept from being served
+	reported  int           // the number of children PoolResized last reported
 	stats     statsBoard
 	sd        notifier // tells the service manager (systemd)
 }
@@ -88,6 +89,7 @@ type master struct {
 func newMaster(ctx context.Context, cfg config) *master {
 	ms := &master{
 		cfg:         cfg,
+		lookIn:      watchInterval,
 		log:         cfg.logger,
 		ctx:         ctx,
 		events:      make(chan event, 64),
@@ -251,7 +253,7 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		ms.reportSize()
 		ms.notifyPool()
 		if ms.watching {
-			watchTick.Reset(watchInterval)
+			watchTick.Reset(ms.lookIn)
 		} else {
 			watchTick.Stop()
 		}

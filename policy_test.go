@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/prefork-go/prefork/internal/board"
 )
 
 // The policy is tested as a table of situations: observations in the
@@ -285,4 +287,28 @@ func TestPolicySteadyUnderSaturation(t *testing.T) {
 		parked += d.startParked
 	}
 	assert.Equal(t, 2, started, "MinSpareServers parked spares, once")
+}
+
+// While the master watches, a child that takes the last idle slot wakes it
+// when the pool could grow, at most every alarmPause; within a pause the
+// master looks again as the pause ends.
+func TestNextAlarm(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		canGrow    bool
+		sinceAlarm time.Duration
+		when       uint32
+		lookIn     time.Duration
+	}{
+		{"cannot grow", false, time.Hour, board.AlarmOff, watchInterval},
+		{"cannot grow, alarm just now", false, 0, board.AlarmOff, watchInterval},
+		{"can grow", true, time.Hour, board.AlarmNoIdle, watchInterval},
+		{"can grow, pause over", true, alarmPause, board.AlarmNoIdle, watchInterval},
+		{"can grow, alarm just now", true, 0, board.AlarmOff, alarmPause},
+		{"can grow, pause under way", true, 2 * time.Millisecond, board.AlarmOff, alarmPause - 2*time.Millisecond},
+	} {
+		when, lookIn := nextAlarm(tc.canGrow, tc.sinceAlarm)
+		assert.Equal(t, tc.when, when, tc.name)
+		assert.Equal(t, tc.lookIn, lookIn, tc.name)
+	}
 }

@@ -81,17 +81,30 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 	}
 	timer = ms.apply(d, timer)
 	ms.watchIf(o.busy > 0 || o.queued > 0 || o.starting+o.startingParked > 0 || ms.restarting || d != (decision{}))
+	ms.lookIn = watchInterval
 	if ms.watching {
-		// Between looks, a child that takes the last idle slot tells
-		// the master at once, while the pool could grow, and at most
-		// every alarmPause.
-		when := board.AlarmOff
-		if o.helps() && len(ms.children) < ms.cfg.maxServers && time.Since(ms.alarmAt) >= alarmPause {
-			when = board.AlarmNoIdle
-		}
+		var when uint32
+		when, ms.lookIn = nextAlarm(o.helps() && len(ms.children) < ms.cfg.maxServers, time.Since(ms.alarmAt))
 		ms.board.Arm(when)
 	}
 	return timer
+}
+
+// nextAlarm says, while the master watches the pool, when a child that
+// takes a request is to wake it, and how soon it looks again by itself.
+// While the pool could grow, a child that takes the last idle slot wakes
+// it at once, at most every alarmPause; within a pause, it looks again as
+// the pause ends, not a whole watchInterval later, so that connections
+// that arrive just after a look (the rest of a burst) wait for their
+// children no longer than the pause.
+func nextAlarm(canGrow bool, sinceAlarm time.Duration) (when uint32, lookIn time.Duration) {
+	switch {
+	case !canGrow:
+		return board.AlarmOff, watchInterval
+	case sinceAlarm < alarmPause:
+		return board.AlarmOff, alarmPause - sinceAlarm
+	}
+	return board.AlarmNoIdle, watchInterval
 }
 
 // reportSlow asks each child whose request has run for SlowRequest to log
