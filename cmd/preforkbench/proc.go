@@ -4,7 +4,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -54,8 +56,54 @@ func readStat(pid int) (procStat, error) {
 	}, nil
 }
 
-// childStats scans /proc for the children of master, zombies included.
+// childStats reads the stat of each child of master, zombies included.
+// It finds them in the children files of master's threads, which cost a
+// read each; where the kernel has none (CONFIG_PROC_CHILDREN), it scans
+// every process on the machine.
 func childStats(master int) ([]procStat, error) {
+	pids, ok := childPIDs(master)
+	if !ok {
+		return scanChildStats(master)
+	}
+	var kids []procStat
+	for _, pid := range pids {
+		st, err := readStat(pid)
+		if err != nil || st.ppid != master {
+			continue // it exited and was reaped since the list was read
+		}
+		kids = append(kids, st)
+	}
+	return kids, nil
+}
+
+// childPIDs lists the children of master from /proc/master/task/*/children
+// (a child belongs to the thread that started it); ok is false where the
+// kernel does not provide those files.
+func childPIDs(master int) (pids []int, ok bool) {
+	dir := "/proc/" + strconv.Itoa(master) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, false
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/children")
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, statErr := os.Stat(dir + "/" + t.Name()); statErr == nil {
+				return nil, false // the thread is there, its children file is not
+			}
+			continue // the thread has ended
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids, true
+}
+
+// scanChildStats scans /proc for the children of master, zombies included.
+func scanChildStats(master int) ([]procStat, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -90,9 +138,9 @@ func liveChildren(master int) (int, error) {
 }
 
 // childWatchEvery is how often a childWatch counts a master's children.
-// Each count reads the stat file of every process on the machine, and the
-// load and the server under test need the CPUs: 20 counts a second see a
-// pool that grows for a burst and do not cost much.
+// Each count reads a file per thread of the master and one per child, and
+// the load and the server under test need the CPUs: 20 counts a second see
+// a pool that grows for a burst and do not cost much.
 const childWatchEvery = 50 * time.Millisecond
 
 // childWatch counts the live children of a master every childWatchEvery,
