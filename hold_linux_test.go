@@ -46,7 +46,10 @@ func TestChildWaitsHoldTheP(t *testing.T) {
 			exits := p.childExits(t)
 			require.Len(t, exits, 1)
 			if tc.hold {
-				assert.GreaterOrEqual(t, exits[0].Held, lines, "each line is waited for while holding the P")
+				// A new child waits the ordinary way until a wait shows
+				// that work comes quickly: its wait for the connection,
+				// and at most the wait for the first line.
+				assert.GreaterOrEqual(t, exits[0].Held, lines-2, "each line after the first is waited for while holding the P")
 			} else {
 				assert.Less(t, exits[0].Held, lines/2, "an undeclared goroutine turns the waits into ordinary ones")
 			}

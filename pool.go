@@ -95,8 +95,8 @@ func (ms *master) maintain(timer <-chan time.Time) <-chan time.Time {
 // While the pool could grow, a child that takes the last idle slot wakes
 // it at once, at most every alarmPause; within a pause, it looks again as
 // the pause ends, not a whole watchInterval later, so that connections
-// that arrive just after a look (the rest of a burst) wait for their
-// children no longer than the pause.
+// that arrive just after a look (the rest of a burst) wait no longer than
+// the pause for the look that starts their children.
 func nextAlarm(canGrow bool, sinceAlarm time.Duration) (when uint32, lookIn time.Duration) {
 	switch {
 	case !canGrow:

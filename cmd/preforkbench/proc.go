@@ -85,16 +85,21 @@ func childPIDs(master int) (pids []int, ok bool) {
 	if err != nil {
 		return nil, false
 	}
+	seen := make(map[int]bool) // a thread that ends passes its children on
 	for _, t := range tasks {
 		b, err := os.ReadFile(dir + "/" + t.Name() + "/children")
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			if _, statErr := os.Stat(dir + "/" + t.Name()); statErr == nil {
 				return nil, false // the thread is there, its children file is not
 			}
 			continue // the thread has ended
+		case err != nil:
+			return nil, false
 		}
 		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
+			if pid, err := strconv.Atoi(f); err == nil && !seen[pid] {
+				seen[pid] = true
 				pids = append(pids, pid)
 			}
 		}

@@ -125,7 +125,6 @@ func (p *Poller) undo(n int, on bool) {
 func (p *Poller) Wait() (listener bool, err error) {
 	h := p.waiter.hold()
 	h.off = h.off || !p.listening
-	defer h.done()
 	for {
 		ms, raw, _ := h.next(time.Time{})
 		n, err := epollWait(p.epfd, p.events, ms, raw)
@@ -148,6 +147,9 @@ func (p *Poller) Wait() (listener bool, err error) {
 		}
 		if woken {
 			p.waiter.drain()
+		}
+		if listener {
+			h.done()
 		}
 		if listener || woken {
 			return listener, nil

@@ -185,8 +185,12 @@ func (w *Waiter) hold() hold { return hold{w: w, start: time.Now(), off: !w.stre
 // descriptor ready at once, which says nothing about how long waits take.
 const blockedAfter = 50 * time.Microsecond
 
-// done ends the wait: one that blocked starts a streak if it was short, and
-// ends it if it was not.
+// done records a wait that ran its course (its descriptor became ready, or
+// its deadline passed; not one that Wake cut short): one that blocked
+// starts a streak if it was short, and ends it if it was not. Waits in
+// progress at once (a request's goroutines on its connection) each record
+// their own end, the last one's standing: a streak is a hint, and the
+// worst a wrong one costs is one ordinary wait, or one hold of holdLimit.
 func (h *hold) done() {
 	if d := time.Since(h.start); d >= blockedAfter {
 		h.w.streak.Store(d < holdLimit)
@@ -268,13 +272,13 @@ func (w *Waiter) WaitFD(fd int, events int16, deadline time.Time, seen uint64) (
 	}
 	stale := false // the pipe holds only wake-ups seen already
 	h := w.hold()
-	defer h.done()
 	for {
 		if w.wakes.Load() != seen {
 			return Woken, nil
 		}
 		ms, raw, ok := h.next(deadline)
 		if !ok {
+			h.done()
 			return TimedOut, nil
 		}
 		watch := fds[:]
@@ -293,6 +297,7 @@ func (w *Waiter) WaitFD(fd int, events int16, deadline time.Time, seen uint64) (
 		case err != nil:
 			return 0, os.NewSyscallError("poll", err)
 		case fds[0].Revents != 0: // ready, or in error: the next call says which
+			h.done()
 			return FDReady, nil
 		case fds[1].Revents != 0 && w.wakes.Load() != seen:
 		case fds[1].Revents != 0 && w.waiters.Load() <= 1:
