@@ -666,6 +666,18 @@ func (p *pool) waitFor(what string, cond func() bool) {
 	}
 }
 
+// masterSawReady reports whether the master has logged every one of pids
+// as ready: a child's own hooks run before the master counts it.
+func (p *pool) masterSawReady(pids ...int) bool {
+	log := p.logText()
+	for _, pid := range pids {
+		if !strings.Contains(log, `"msg":"prefork: child ready","pid":`+strconv.Itoa(pid)+"}") {
+			return false
+		}
+	}
+	return true
+}
+
 // wait waits for the master to exit and returns its exit error.
 func (p *pool) wait() error {
 	p.t.Helper()

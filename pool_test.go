@@ -58,6 +58,9 @@ func TestSparesServeWhenEveryChildIsHeld(t *testing.T) {
 	held := []int{atoi(t, first.ask("pid")), atoi(t, second.ask("pid"))}
 	p.waitFor("two spares besides the two held children", func() bool { return len(p.children()) == 4 })
 	spares := slices.DeleteFunc(p.children(), func(pid int) bool { return slices.Contains(held, pid) })
+	// A spare still starting takes nothing, so under load the master
+	// rightly starts another for the third client; spares are for later.
+	p.waitFor("the spares to be ready", func() bool { return p.masterSawReady(spares...) })
 
 	third := p.dial()
 	pid := atoi(t, third.ask("pid"))
