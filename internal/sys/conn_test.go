@@ -115,7 +115,7 @@ func TestConnDeadlineMovedDuringRead(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("held: %v: Read did not see its new deadline", held)
 		}
-		if held {
+		if held && canHold {
 			assert.NotZero(t, waiter.HeldWaits(), "the Read held the P, the only one")
 		}
 	}
@@ -174,7 +174,9 @@ func TestWaiterLetsStatusReaderRun(t *testing.T) {
 	got, err := waiter.WaitFD(int(idle.Fd()), unix.POLLIN, time.Now().Add(10*time.Second), seen)
 	require.NoError(t, err)
 	assert.Equal(t, Woken, got, "the reader ran, and woke the wait")
-	assert.NotZero(t, waiter.HeldWaits(), "while the wait held the P, the only one")
+	if canHold {
+		assert.NotZero(t, waiter.HeldWaits(), "while the wait held the P, the only one")
+	}
 }
 
 // withOneP runs the calling test again in a process of its own with
