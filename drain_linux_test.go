@@ -13,7 +13,7 @@ import (
 // During DrainDelay a stopping pool goes on serving new connections; then
 // it stops as ever.
 func TestDrainDelayServesOnBeforeTheStop(t *testing.T) {
-	const delay = 700 * time.Millisecond
+	const delay = 2 * time.Second // for a look at Stats and two clients, on a loaded machine
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m, p, wait := runMasterHere(t, ctx, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1}, func(m *prefork.Manager) {

@@ -681,10 +681,16 @@ func (p *pool) masterSawReady(pids ...int) bool {
 // wait waits for the master to exit and returns its exit error.
 func (p *pool) wait() error {
 	p.t.Helper()
+	return p.waitWithin(waitLimit)
+}
+
+// waitWithin is wait, for a master that takes longer than waitLimit.
+func (p *pool) waitWithin(limit time.Duration) error {
+	p.t.Helper()
 	select {
 	case <-p.done:
 		return p.err
-	case <-time.After(waitLimit):
+	case <-time.After(limit):
 		p.t.Fatal("master did not exit")
 		return nil
 	}
@@ -755,6 +761,16 @@ func (c *client) send(line string) {
 	c.t.Helper()
 	_, err := fmt.Fprintln(c.conn, line)
 	require.NoError(c.t, err)
+}
+
+// sendLast sends a last line and closes the connection's writing half: the
+// child's handler ends after its reply, instead of waiting for another
+// line, as it would for ShutdownTimeout if its stop came only after the
+// reply.
+func (c *client) sendLast(line string) {
+	c.t.Helper()
+	c.send(line)
+	require.NoError(c.t, c.conn.(interface{ CloseWrite() error }).CloseWrite())
 }
 
 func (c *client) recv() (string, error) {

@@ -102,7 +102,7 @@ func TestGracefulStopFinishesRequestInFlight(t *testing.T) {
 	p := startReady(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2})
 	c := p.dial()
 	start := time.Now()
-	c.send("sleep 700ms")
+	c.sendLast("sleep 700ms")
 	p.waitEvent("child", "ProcessRequest")
 	p.signal(syscall.SIGTERM)
 
@@ -167,7 +167,7 @@ func TestChildrenExitWhenMasterIsKilled(t *testing.T) {
 	require.Len(t, kids, 3)
 	require.NoError(t, syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL))
 	<-p.done
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(waitLimit) // not p.waitFor: the master is gone
 	for len(p.group()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -255,7 +255,7 @@ func TestChildrenThatCannotStartStopRun(t *testing.T) {
 func checkStartsGiveUp(t *testing.T, slow time.Duration) {
 	start := time.Now()
 	p := startPool(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2, FailInit: true, FailInitAfter: slow})
-	err := p.wait()
+	err := p.waitWithin(3 * waitLimit) // 5 s of failures at least, then each slow start's own
 	assert.GreaterOrEqual(t, time.Since(start), 5*time.Second, "failures are judged over time, not counted as they come")
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit)
@@ -285,7 +285,7 @@ func TestGroupSIGTERMWithNotifyContextIsGraceful(t *testing.T) {
 	t.Parallel()
 	p := startReady(t, helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2, NotifyContext: true, ShutdownTimeout: time.Minute})
 	c := p.dial()
-	c.send("sleep 500ms")
+	c.sendLast("sleep 500ms")
 	p.waitEvent("child", "ProcessRequest")
 	require.NoError(t, syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM))
 	reply, err := c.recv()

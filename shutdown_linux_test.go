@@ -57,7 +57,7 @@ func myChildren() []int { return processes(func(ppid, _ int) bool { return ppid 
 func TestShutdownWaitsForRequestInFlight(t *testing.T) {
 	m, p, wait := runMasterHere(t, context.Background(), helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2})
 	c := p.dial()
-	c.send("sleep 300ms")
+	c.sendLast("sleep 300ms")
 	p.waitEvent("child", "ProcessRequest")
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()

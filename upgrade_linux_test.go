@@ -72,7 +72,7 @@ func TestUpgrade(t *testing.T) {
 			p := startReady(t, cfg)
 			old := p.cmd.Process.Pid
 			inFlight := p.dial()
-			inFlight.send("sleep 1s")
+			inFlight.send("stopping") // answered once the old child's stop begins
 			p.waitEvent("child", "ProcessRequest")
 
 			// Clients all through the upgrade: a connection each, bounded.
@@ -102,7 +102,7 @@ func TestUpgrade(t *testing.T) {
 			require.NoError(t, p.wait(), "the old master exits normally")
 			reply, err := inFlight.recv()
 			require.NoError(t, err)
-			assert.Equal(t, "slept", reply, "the request in flight finished")
+			assert.Equal(t, "stopping", reply, "the request in flight across the handover finished")
 			close(stop)
 			wg.Wait()
 			t.Logf("%d connections served during the upgrade", served)
@@ -158,7 +158,9 @@ func TestUpgradeThatFailsServesOn(t *testing.T) {
 			if c.how == "exits" {
 				cfg.FailPostBindWhile = flag
 			} else {
-				cfg.HangInitWhile, cfg.StartTimeout, cfg.ShutdownTimeout = flag, time.Second, time.Second
+				// Long enough for the second attempt's start on a loaded
+				// machine: the first hangs until the flag is gone.
+				cfg.HangInitWhile, cfg.StartTimeout, cfg.ShutdownTimeout = flag, 5*time.Second, time.Second
 				want = "was not ready within StartTimeout"
 			}
 			if c.network == "unix" {
