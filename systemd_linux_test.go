@@ -320,6 +320,65 @@ func (n *notifications) statuses() []string {
 
 var readyStatus = regexp.MustCompile(`^serving on tcp 127\.0\.0\.1:\d+: (\d+) children, (\d+) ready$`)
 
+// READY=1 after a restart waits until the old children have said that they
+// take no more requests: until then one that has not read the word (here,
+// stopped) could still be woken for a connection.
+func TestReadyAfterRestartWaitsForOldChildren(t *testing.T) {
+	n, socket := listenNotifications(t)
+	t.Setenv("NOTIFY_SOCKET", socket)
+	// MinSpareServers as many as the children: the restart retires them
+	// all in one step, instead of waiting for each to leave.
+	m, _, wait := runMasterHere(t, context.Background(), helperConfig{Min: 1, Max: 12, MinSpare: 4, MaxSpare: 4})
+	n.next("READY=1")
+	s := eventually(t, m, "the pool at rest", func(s prefork.Stats) bool {
+		return len(s.Children) == 4 && !slices.ContainsFunc(s.Children, func(c prefork.ChildStats) bool {
+			return c.State != prefork.ChildIdle && c.State != prefork.ChildParked
+		})
+	})
+
+	old := statsPIDs(s)
+	for _, pid := range old {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	}
+	m.RestartChildren()
+	n.next("RELOADING=1")
+	eventually(t, m, "the old children told to retire, and new ones ready", func(s prefork.Stats) bool {
+		ready := 0
+		for _, c := range s.Children {
+			switch {
+			case slices.Contains(old, c.PID) && c.State != prefork.ChildRetiring:
+				return false
+			case !slices.Contains(old, c.PID) && (c.State == prefork.ChildIdle || c.State == prefork.ChildParked):
+				ready++
+			}
+		}
+		return ready >= 1
+	})
+	// Without the old children's word, the master would send READY=1 at
+	// once, at the look that published that snapshot.
+	for quiet := time.After(500 * time.Millisecond); ; {
+		select {
+		case msg := <-n.msgs:
+			n.seen = append(n.seen, msg)
+			require.NotContains(t, strings.Split(msg, "\n"), "READY=1", "READY=1 while old children could still serve")
+			continue
+		case <-quiet:
+		}
+		break
+	}
+
+	for _, pid := range old {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+	}
+	n.next("READY=1")
+	eventually(t, m, "the old children gone", func(s prefork.Stats) bool {
+		return !slices.ContainsFunc(statsPIDs(s), func(pid int) bool { return slices.Contains(old, pid) })
+	})
+	m.Close()
+	assert.ErrorIs(t, wait(), prefork.ErrManagerClosed)
+}
+
 // The master tells the service manager (sd_notify) that the pool is ready,
 // restarting, ready again, and stopping, with its status, and keeps its
 // watchdog fed; its children see none of the service manager's variables.
