@@ -268,7 +268,9 @@ type Manager struct {
 	// later the children that are left are killed. It also bounds a child
 	// that leaves the pool by itself (MaxRequests, a restart, surplus): one
 	// that has not exited ShutdownTimeout and a second after it took its
-	// last request (a Shutdown hook that hangs) is killed.
+	// last request (a Shutdown hook that hangs) is killed, as is one told
+	// to retire that has not answered in that time while not busy (a
+	// stopped or wedged process).
 	ShutdownTimeout time.Duration
 
 	// ChildMaxProcs is GOMAXPROCS in each child. Zero means 1: a child

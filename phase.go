@@ -48,6 +48,7 @@ type child struct {
 	begun      uint64    // the board's count of requests begun, when last seen
 	busySince  time.Time // when the master first saw the current request
 	terminated time.Time // when the master sent SIGTERM for RequestTimeout
+	retiredAt  time.Time // when the master told it to retire
 	leftAt     time.Time // when it said it takes no more requests
 	seen       uint64    // the board's count of requests begun, for stuck children
 	moved      time.Time // when it last took a request, or nothing waited for it
@@ -94,6 +95,7 @@ func (ms *master) setPhase(c *child, p phase) {
 			ms.send(c, wire.Park)
 		}
 	case retiring:
+		c.retiredAt = time.Now()
 		ms.send(c, wire.Retire)
 	case stopping:
 		ms.send(c, wire.Stop)

@@ -152,7 +152,7 @@ func (ms *master) watchIf(busy bool) {
 	}
 	ms.board.Arm(board.AlarmAny)
 	for _, c := range ms.children { // a child that went busy before Arm did not see it
-		if state, _, _ := ms.board.State(c.slot); state == board.Busy {
+		if ms.busy(c) {
 			return
 		}
 	}
@@ -195,6 +195,12 @@ func (ms *master) pick(n int, p phase, match func(*child) bool) int {
 func (ms *master) idle(c *child) bool {
 	state, _, _ := ms.board.State(c.slot)
 	return c.phase == serving && state == board.Idle
+}
+
+// busy reports whether the board shows child c serving a request.
+func (ms *master) busy(c *child) bool {
+	state, _, _ := ms.board.State(c.slot)
+	return state == board.Busy
 }
 
 // readyCount counts the children that are ready and take requests, or
@@ -345,13 +351,24 @@ func (ms *master) replaceOld() {
 // enforceLeaveDeadline kills children that said they take no more
 // requests and have not exited ShutdownTimeout and a grace later: a
 // Shutdown hook, or code after Run, that never returns must not keep the
-// process, and its place under MaxServers, for good. (During a stop, the
-// loop's own deadline does this.)
+// process, and its place under MaxServers, for good. The same goes for a
+// child told to retire that has not answered in that time while it was
+// not busy (stopped, or wedged): it would hold up a restart, which
+// retires a few children at a time, and READY=1 after it. A busy one
+// answers when its request ends, however long its client keeps it.
+// (During a stop, the loop's own deadline does this.)
 func (ms *master) enforceLeaveDeadline() {
+	limit := ms.cfg.shutdownTimeout + killGrace
 	for _, c := range ms.children {
-		if c.phase != killed && !c.leftAt.IsZero() && time.Since(c.leftAt) >= ms.cfg.shutdownTimeout+killGrace {
+		switch {
+		case c.phase == killed:
+		case !c.leftAt.IsZero() && time.Since(c.leftAt) >= limit:
 			ms.log.Warn("prefork: child did not exit after it stopped taking requests; killing it", "pid", c.pid,
 				"left", time.Since(c.leftAt).Round(time.Millisecond))
+			ms.setPhase(c, killed)
+		case c.phase == retiring && c.leftAt.IsZero() && c.ready() && time.Since(c.retiredAt) >= limit && !ms.busy(c):
+			ms.log.Warn("prefork: child did not answer when told to retire; killing it", "pid", c.pid,
+				"told", time.Since(c.retiredAt).Round(time.Millisecond))
 			ms.setPhase(c, killed)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -174,4 +175,27 @@ func TestStopBeforeRunStarts(t *testing.T) {
 	m = newHelperManager(cfg)
 	assert.ErrorIs(t, m.Run(cancelled), context.Canceled)
 	assert.Empty(t, myChildren(), "no child started")
+}
+
+// A child told to retire that does not answer while it is not busy (here,
+// stopped) is killed ShutdownTimeout and a grace later: it must not hold up
+// a restart, which retires MinSpareServers children at a time, for good.
+func TestRetiredChildThatDoesNotAnswerIsKilled(t *testing.T) {
+	m, _, wait := runMasterHere(t, context.Background(), helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 1, ShutdownTimeout: 100 * time.Millisecond})
+	s := eventually(t, m, "the pool at rest", func(s prefork.Stats) bool {
+		return len(s.Children) == 2 && !slices.ContainsFunc(s.Children, func(c prefork.ChildStats) bool { return c.State != prefork.ChildIdle })
+	})
+	old := statsPIDs(s)
+	for _, pid := range old {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	}
+	m.RestartChildren()
+	eventually(t, m, "the old children gone, and new ones ready", func(s prefork.Stats) bool {
+		return len(s.Children) == 2 && !slices.ContainsFunc(s.Children, func(c prefork.ChildStats) bool {
+			return slices.Contains(old, c.PID) || c.State != prefork.ChildIdle
+		})
+	})
+	m.Close()
+	assert.ErrorIs(t, wait(), prefork.ErrManagerClosed)
 }
