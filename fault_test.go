@@ -305,7 +305,7 @@ func TestHangingStartDoesNotStopReplacement(t *testing.T) {
 	require.NoError(t, os.WriteFile(hang, nil, 0o600))
 	require.NoError(t, os.WriteFile(fail, nil, 0o600))
 	p := startPool(t, helperConfig{Min: 2, Max: 3, MinSpare: 1, MaxSpare: 2, MaxRequests: 3,
-		HangInitFlag: hang, FailInitFlag: fail, StartTimeout: 500 * time.Millisecond, Quiet: true})
+		HangInitFlag: hang, FailInitFlag: fail, StartTimeout: 2 * time.Second, Quiet: true}) // not a normal start on a loaded machine
 	for range 12 {
 		assert.Equal(t, "ping", p.askNew("ping", 5*time.Second))
 	}
