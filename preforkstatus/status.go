@@ -2,9 +2,12 @@
 // over HTTP, as PHP-FPM's status page and Apache's mod_status do: as text
 // for people, as JSON for programs, and in the Prometheus text format (or
 // OpenMetrics, when the scraper asks for it) for monitoring. Serve it on a
-// loopback or administration address, not to the world:
+// loopback or administration address, not to the world, and from the
+// master alone (the code before Run runs in every child too):
 //
-//	go http.ListenAndServe("127.0.0.1:9001", preforkstatus.Handler(m))
+//	if !prefork.IsChild() {
+//		go http.ListenAndServe("127.0.0.1:9001", preforkstatus.Handler(m))
+//	}
 //	err := m.Run(ctx)
 //
 // The handler answers
