@@ -4,8 +4,11 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/prefork-go/prefork/internal/board"
+	"github.com/prefork-go/prefork/internal/sys"
+	"github.com/prefork-go/prefork/internal/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -38,4 +41,33 @@ func TestExitOfAReusedPidLeavesTheNewChild(t *testing.T) {
 
 	ms.handle(event{c: old, exited: true}) // a late duplicate names a record that is gone
 	assert.Equal(t, []*child{young}, ms.children)
+}
+
+// The master never waits on a child's status socket: one that is not read
+// (a stopped or wedged child) fills up, and its child is killed, instead of
+// the loop blocking on it for good.
+func TestSendToAChildThatDoesNotReadKillsIt(t *testing.T) {
+	ms := newMaster(t.Context(), config{logger: slog.New(slog.DiscardHandler), minServers: 1, maxServers: 1})
+	mine, theirs, err := sys.Socketpair()
+	require.NoError(t, err)
+	defer mine.Close()
+	defer theirs.Close() // open and never read, as a stopped child's end
+	c := &child{pid: 4242, status: mine, phase: serving}
+	ms.children = []*child{c}
+
+	done := make(chan int)
+	go func() {
+		sent := 0
+		for ; sent < 100_000 && c.phase != killed; sent++ {
+			ms.send(c, wire.Look)
+		}
+		done <- sent
+	}()
+	select {
+	case sent := <-done:
+		assert.Equal(t, killed, c.phase, "after %d records", sent)
+		t.Logf("killed after %d records", sent)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the master blocked writing to a child that does not read")
+	}
 }

@@ -1,11 +1,13 @@
 package prefork
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"syscall"
 	"time"
 
+	"github.com/prefork-go/prefork/internal/sys"
 	"github.com/prefork-go/prefork/internal/wire"
 )
 
@@ -119,7 +121,13 @@ func (c *child) signal(sig syscall.Signal) {
 // it does.
 func (ms *master) send(c *child, kind wire.Kind) { ms.sendRecord(c, wire.Record{Kind: kind}) }
 
+// sendRecord never waits: the loop must not block on one child. A status
+// socket with no room left holds hundreds of records its child has not
+// read: the child is stopped or wedged, and is killed.
 func (ms *master) sendRecord(c *child, rec wire.Record) {
 	var b [wire.RecordSize]byte
-	c.status.Write(wire.Encode(&b, rec))
+	if err := sys.WriteNow(c.status, wire.Encode(&b, rec)); errors.Is(err, syscall.EAGAIN) {
+		ms.log.Warn("prefork: child does not read what the master sends; killing it", "pid", c.pid)
+		ms.setPhase(c, killed)
+	}
 }

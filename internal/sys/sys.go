@@ -68,6 +68,24 @@ func FD(f *os.File) (int, error) {
 	return fd, err
 }
 
+// WriteNow writes b to the non-blocking socket f once, without waiting for
+// room: it returns EAGAIN (wrapped) when the socket's buffer is full.
+func WriteNow(f *os.File, b []byte) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	err = raw.Write(func(fd uintptr) bool {
+		_, werr = unix.Write(int(fd), b)
+		return true // done, whatever came of it: never wait
+	})
+	if err != nil {
+		return err
+	}
+	return os.NewSyscallError("write", werr)
+}
+
 // CheckHandover verifies, without changing them, that the descriptors a
 // child was handed are what its master hands over: an AF_UNIX stream socket
 // for the status, a regular file for the scoreboard, and sockets for the
