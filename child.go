@@ -33,6 +33,9 @@ type worker struct {
 	hardStop context.CancelFunc // cancels hardCtx: the child must stop now
 
 	park atomic.Bool // the master sent Park, and no Unpark since
+	// look: the master sent Look, and the child has not tried to take a
+	// request since.
+	look atomic.Bool
 
 	inHand inHand // the request being served, for the master's asks about it
 
@@ -287,8 +290,11 @@ func (w *worker) serve() error {
 				return fmt.Errorf("prefork: %w", err)
 			}
 			// A child that is leaving still takes the connection it was
-			// woken for: the kernel woke no other child for it.
-			if !listenerReady {
+			// woken for: the kernel woke no other child for it. One the
+			// master asked to look tries to take one even though its wait
+			// saw none: the kernel tells one waiter of a connection, and
+			// if that one died, no other wait will see it.
+			if !listenerReady && !w.look.Swap(false) {
 				continue
 			}
 		}

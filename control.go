@@ -140,7 +140,8 @@ func (w *worker) readRecords() {
 			w.park.Store(rec.Kind == wire.Park)
 			w.waiter.Wake() // to wait again, with or without the listener
 		case rec.Kind == wire.Look:
-			w.waiter.Wake() // its next wait sees a connection that waits
+			w.look.Store(true)
+			w.waiter.Wake()
 		case rec.Kind == wire.Contended:
 			w.inHand.letGo(rec.Served)
 		case rec.Kind == wire.Slow:

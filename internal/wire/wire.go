@@ -134,8 +134,8 @@ const (
 	// Unpark is sent by the master to a parked child: take requests again.
 	Unpark
 	// Look is sent by the master to an idle child when a child that died
-	// may have been woken for a connection that now waits for nobody:
-	// look at the listener again.
+	// may have been woken for a connection that now waits for nobody: try
+	// to take one, although no wait has seen it.
 	Look
 	// Contended is sent by the master to a busy child that waits for its
 	// client while connections wait that no child will take soon: let the
