@@ -97,6 +97,7 @@ type helperConfig struct {
 	Sockets                                   []prefork.Socket // Manager.Sockets (no Listener)
 	FailPostBindWhile                         string           // the master's PostBind fails while this file exists
 	HangInitWhile                             string           // Initialize waits while this file exists
+	KillInit                                  bool             // Initialize ends its process with SIGKILL
 	UpgradeOnHUP                              bool             // SIGHUP calls Manager.Upgrade, which records an Upgraded event with its error
 }
 
@@ -297,6 +298,9 @@ func (c *testChild) Initialize(context.Context) error {
 		if err := limitFDs(countFDs() + 4); err != nil {
 			return err
 		}
+	}
+	if c.cfg.KillInit {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	if c.cfg.FailInit {
 		time.Sleep(c.cfg.FailInitAfter)

@@ -245,16 +245,24 @@ func TestChildrenThatCannotStartStopRun(t *testing.T) {
 	for _, slow := range []time.Duration{0, 300 * time.Millisecond} {
 		t.Run(fmt.Sprint("failing after ", slow), func(t *testing.T) {
 			t.Parallel()
-			checkStartsGiveUp(t, slow)
+			checkStartsGiveUp(t, helperConfig{FailInit: true, FailInitAfter: slow}, "initialization refused by the test")
 		})
 	}
+	// As the OOM killer ends a child whose Initialize takes too much
+	// memory: a SIGKILL the master did not send is a failed start too.
+	t.Run("killed", func(t *testing.T) {
+		t.Parallel()
+		checkStartsGiveUp(t, helperConfig{KillInit: true}, "signal: killed")
+	})
 }
 
-// checkStartsGiveUp runs a pool whose children fail to initialize, each
-// after slow, and checks that the master backs off, and gives up.
-func checkStartsGiveUp(t *testing.T, slow time.Duration) {
+// checkStartsGiveUp runs a pool whose children fail to initialize as cfg
+// says, and checks that the master backs off, and gives up with an error
+// that contains want.
+func checkStartsGiveUp(t *testing.T, cfg helperConfig, want string) {
 	start := time.Now()
-	p := startPool(t, helperConfig{Min: 2, Max: 4, MinSpare: 1, MaxSpare: 2, FailInit: true, FailInitAfter: slow})
+	cfg.Min, cfg.Max, cfg.MinSpare, cfg.MaxSpare = 2, 4, 1, 2
+	p := startPool(t, cfg)
 	err := p.waitWithin(3 * waitLimit) // 5 s of failures at least, then each slow start's own
 	assert.GreaterOrEqual(t, time.Since(start), 5*time.Second, "failures are judged over time, not counted as they come")
 	var exit *exec.ExitError
@@ -262,7 +270,7 @@ func checkStartsGiveUp(t *testing.T, slow time.Duration) {
 	assert.Equal(t, 1, exit.ExitCode())
 	log, _ := os.ReadFile(p.log)
 	assert.Contains(t, string(log), prefork.ErrChildStart.Error())
-	assert.Contains(t, string(log), "initialization refused by the test")
+	assert.Contains(t, string(log), want)
 	assert.Empty(t, p.group())
 	inits := 0
 	for _, ev := range p.readEvents() {

@@ -478,7 +478,10 @@ func (ms *master) exited(c *child, err error) {
 	switch {
 	case !c.ready() && !ms.stopping:
 		ms.log.Warn("prefork: child exited before it was ready", "pid", c.pid, "how", how)
-		if !killedBySignal(err) || c.failed != "" { // see below; the master kills one that is too slow
+		// A SIGKILL the master did not send (the OOM killer, as the
+		// child's Initialize grows) fails the start as a crash does; the
+		// master's own fails it only if it was for StartTimeout.
+		if c.phase != killed || c.failed != "" {
 			ms.startFailed(c.started, fmt.Errorf("child %d: %s", c.pid, how))
 		}
 	case (err != nil || c.failed != "") && c.untold() && !ms.stopping:
