@@ -253,20 +253,20 @@ func TestChildOutOfDescriptorsIsReplaced(t *testing.T) {
 	first := p.children()
 	leaker := p.dial()
 	leaker.conn.SetDeadline(time.Now().Add(5 * time.Second))
-	leaker.ask("pid")
+	leakerPID := atoi(t, leaker.ask("pid"))
 	assert.Equal(t, "leaked", leaker.ask("leak"), "its child leaks every descriptor once the connection ends")
 	leaker.conn.Close()
 
 	// Every request is answered (a stranded connection would wait for
-	// good), and soon by a child that replaced the one that leaked.
-	deadline := time.Now().Add(waitLimit)
-	for time.Now().Before(deadline) {
-		if pid := atoi(t, p.askNew("pid", 5*time.Second)); !slices.Contains(first, pid) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	// good) until the leaker has left, and it is replaced.
+	for deadline := time.Now().Add(waitLimit); processState(leakerPID) != 0; time.Sleep(10 * time.Millisecond) {
+		require.True(t, time.Now().Before(deadline), "the leaker did not leave")
+		p.askNew("pid", 5*time.Second)
 	}
-	t.Fatal("no child was replaced")
+	p.waitFor("a replacement", func() bool {
+		now := p.children()
+		return len(now) == 2 && slices.ContainsFunc(now, func(pid int) bool { return !slices.Contains(first, pid) })
+	})
 }
 
 // A child whose Shutdown hook never returns is killed ShutdownTimeout and a
