@@ -43,7 +43,7 @@ type worker struct {
 	// it without the lock.
 	mu        sync.Mutex
 	phase     atomic.Int32  // a childPhase
-	stopping  chan struct{} // closed when a graceful stop begins
+	stopping  chan struct{} // closed when the child is to leave: retiring, or stopping
 	stopCause error         // why; written before stopping is closed
 	timer     *time.Timer   // the deadline of the phase, if it has one
 

@@ -15,9 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Retire lets a busy child finish its request in peace; Stop tells the
-// request that the pool stops.
-func TestRetireDoesNotHurryTheRequestButStopDoes(t *testing.T) {
+// Retire tells a busy child's request that the child is to leave (Stopping),
+// so that a long-lived connection ends at a clean point, but sets it no
+// deadline; Stop gives it ShutdownTimeout.
+func TestRetireTellsTheRequestButOnlyStopBoundsIt(t *testing.T) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	require.NoError(t, err)
 	for _, fd := range fds {
@@ -53,18 +54,19 @@ func TestRetireDoesNotHurryTheRequestButStopDoes(t *testing.T) {
 		require.NoError(t, err)
 	}
 	send(wire.Retire)
-	require.Eventually(t, func() bool { return childPhase(w.phase.Load()) == childRetiring }, 10*time.Second, time.Millisecond)
-	assert.False(t, w.stopped(), "Retire does not close Stopping")
-	w.mu.Lock()
-	assert.Nil(t, w.timer, "nor bound the request")
-	w.mu.Unlock()
-
-	send(wire.Stop)
 	select {
 	case <-w.stopping:
 	case <-time.After(10 * time.Second):
-		t.Fatal("Stop did not close Stopping")
+		t.Fatal("Retire did not close Stopping")
 	}
+	assert.Equal(t, childRetiring, childPhase(w.phase.Load()))
+	assert.False(t, w.stopped())
+	w.mu.Lock()
+	assert.Nil(t, w.timer, "Retire does not bound the request")
+	w.mu.Unlock()
+
+	send(wire.Stop)
+	require.Eventually(t, w.stopped, 10*time.Second, time.Millisecond)
 	assert.NoError(t, w.stopCause)
 	w.mu.Lock()
 	assert.NotNil(t, w.timer, "Stop bounds the request")

@@ -68,8 +68,9 @@ const (
 
 // setPhase moves the child to phase p (cause: why it stops) and does what
 // the change needs. Retiring and stopping wake the child's wait, so that it
-// takes no new request. A stop closes the stopping channel that requests
-// watch, and gives the request in hand ShutdownTimeout; a hard stop cancels
+// takes no new request, and close the stopping channel that requests
+// watch, so that a long-lived connection ends at a clean point. A stop
+// gives the request in hand ShutdownTimeout; a hard stop cancels
 // its context and gives it killGrace more, after which the child exits by
 // itself (exitNow), so that it cannot outlive a master that is gone.
 func (w *worker) setPhase(p childPhase, cause error) {
@@ -81,6 +82,8 @@ func (w *worker) setPhase(p childPhase, cause error) {
 	}
 	if from < childStopping && p >= childStopping {
 		w.stopCause = cause // before the phase, which publishes it
+	}
+	if from < childRetiring && p >= childRetiring {
 		close(w.stopping)
 	}
 	w.phase.Store(int32(p))

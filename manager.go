@@ -195,7 +195,9 @@ type Manager struct {
 
 	// MaxLifetime is how long a child serves, from its start, before it
 	// is replaced: it finishes the request in hand and exits, as after
-	// MaxRequests. Zero means no limit; less than a second is refused.
+	// MaxRequests (a long-lived connection ends at a clean point if its
+	// handler watches Request.Stopping, as preforkhttp's does). Zero means
+	// no limit; less than a second is refused.
 	// The master replaces such children as RestartChildren does, a few at
 	// a time: it retires one only while MinServers other children are
 	// ready, and starts the replacement first where it must and can (below

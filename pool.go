@@ -314,8 +314,8 @@ func (ms *master) beginRestart() {
 // there are no more than that, replacements start first, and due children
 // retire as they become ready. A pool at MaxServers has no room for that:
 // there, one due child at a time retires before its replacement starts.
-// Idle and parked children retire first; a busy one finishes its request.
-// The shared socket keeps every waiting connection for the children that
+// Idle and parked children retire first; a busy one finishes its request,
+// and is not counted as on its way out meanwhile. The shared socket keeps every waiting connection for the children that
 // go on.
 func (ms *master) replaceOld() {
 	if ms.stopping {
@@ -331,7 +331,10 @@ func (ms *master) replaceOld() {
 		case c.due == "":
 		case c.active():
 			due++
-		default:
+		case !ms.busy(c):
+			// A busy one finishes its request first, which may hold a
+			// client for long: it serves on meanwhile, and must not hold
+			// up the others' replacement.
 			leaving++
 		}
 	}

@@ -276,10 +276,13 @@ func (r *Request) Reply(b []byte) error {
 	return r.reply(b)
 }
 
-// Stopping returns a channel that is closed when the child begins a graceful
-// stop. A handler that serves a long-lived connection can watch it to end at
-// a clean point; ProcessRequest's ctx is cancelled only later, when the child
-// must stop now.
+// Stopping returns a channel that is closed when the child is to leave: the
+// pool begins a graceful stop, or the master retires this child (a restart
+// of the children, MaxLifetime, MaxChildMemory). A handler that serves a
+// long-lived connection should watch it to end at a clean point, or a
+// retired child serves that connection, and nothing else, for as long as
+// its client keeps it. ProcessRequest's ctx is cancelled only later, when
+// the child must stop now; a retired child has no deadline.
 func (r *Request) Stopping() <-chan struct{} { return r.stopping }
 
 // ConnGoroutines tells the child that n goroutines besides the one that

@@ -199,3 +199,44 @@ func TestRetiredChildThatDoesNotAnswerIsKilled(t *testing.T) {
 	m.Close()
 	assert.ErrorIs(t, wait(), prefork.ErrManagerClosed)
 }
+
+// A restart does not wait for an old child's long request: the busy child
+// is told to retire and serves on, and the other old children are replaced
+// meanwhile. Its request sees Request.Stopping, to end at a clean point.
+func TestRestartDoesNotWaitForABusyChild(t *testing.T) {
+	m, p, wait := runMasterHere(t, context.Background(), helperConfig{Min: 2, Max: 6, MinSpare: 1, MaxSpare: 1, ShutdownTimeout: time.Second})
+	long, short, watcher := p.dial(), p.dial(), p.dial()
+	long.send("sleep 1m") // ignores Stopping: ends with the stop at once
+	short.send("sleep 300ms")
+	watcher.send("stopping") // answers once its child is to leave
+	servedBy := func(s prefork.Stats, cl *client) int {
+		for _, c := range s.Children {
+			if c.Remote == cl.conn.LocalAddr().String() {
+				return c.PID
+			}
+		}
+		return 0
+	}
+	s := eventually(t, m, "the three requests taken", func(s prefork.Stats) bool {
+		return servedBy(s, long) != 0 && servedBy(s, short) != 0 && servedBy(s, watcher) != 0
+	})
+	old, busyPID := statsPIDs(s), servedBy(s, long)
+
+	m.RestartChildren()
+	reply, err := short.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "slept", reply)
+	reply, err = watcher.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "stopping", reply, "a retired child's request sees Stopping")
+	eventually(t, m, "every old child replaced but the busy one, which retires", func(s prefork.Stats) bool {
+		for _, c := range s.Children {
+			if slices.Contains(old, c.PID) && (c.PID != busyPID || c.State != prefork.ChildRetiring) {
+				return false
+			}
+		}
+		return slices.Contains(statsPIDs(s), busyPID)
+	})
+	m.Close()
+	assert.ErrorIs(t, wait(), prefork.ErrManagerClosed)
+}

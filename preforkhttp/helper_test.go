@@ -54,6 +54,7 @@ type poolConfig struct {
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	ShutdownTimeout   time.Duration
+	MaxLifetime       time.Duration
 	CertFile, KeyFile string
 }
 
@@ -74,6 +75,7 @@ func helperMain() int {
 		MinSpareServers: 1,
 		MaxSpareServers: cfg.Max,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		MaxLifetime:     cfg.MaxLifetime,
 		Logger:          logger,
 		NewChild: func() prefork.Child {
 			return &preforkhttp.Server{

@@ -43,7 +43,9 @@
 //     pool starts other children for other clients.
 //   - A graceful stop of the pool (SIGTERM) closes idle kept-alive
 //     connections at once and lets requests in flight finish; their
-//     responses carry "Connection: close".
+//     responses carry "Connection: close". So does a child's retirement
+//     (a restart of the children, MaxLifetime, MaxChildMemory), so that a
+//     client that keeps its connection busy does not keep an old child.
 //
 // Request.RemoteAddr, TLS connection state and the context values that
 // net/http sets (http.ServerContextKey, http.LocalAddrContextKey) are as
@@ -309,8 +311,9 @@ func (l *oneConn) Accept() (net.Conn, error) {
 		case <-l.closed:
 			return nil, errConnDone
 		case <-l.stopping:
-			// The child stops: close the connection if it is idle, and
-			// after the response in flight if not.
+			// The child leaves (the pool stops, or the master retires
+			// it): close the connection if it is idle, and after the
+			// response in flight if not.
 			l.s.srv.SetKeepAlivesEnabled(false)
 			l.stopping = nil
 		case <-l.contended:

@@ -354,3 +354,25 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+// A client that keeps its connection busy does not keep a retired child
+// (MaxLifetime here, as a restart or MaxChildMemory): the child's next
+// response closes the connection, and the client's next request goes to
+// another child.
+func TestRetiredChildLetsAKeptAliveClientGo(t *testing.T) {
+	p := startPool(t, poolConfig{Min: 2, Max: 4, MaxLifetime: time.Second})
+	client := newClient()
+	var first string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
+		code, body := get(t, client, p.url+"/pid") // one connection, never idle for IdleTimeout
+		require.Equal(t, http.StatusOK, code)
+		pid, _, _ := strings.Cut(body, " ")
+		if first == "" {
+			first = pid
+		} else if pid != first {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("child %s served the kept-alive client long after its MaxLifetime", first)
+}
