@@ -197,6 +197,13 @@ func (ms *master) idle(c *child) bool {
 	return c.phase == serving && state == board.Idle
 }
 
+// waiting reports whether the board shows child c waiting, for requests or
+// parked: not serving one, nor on its way out.
+func (ms *master) waiting(c *child) bool {
+	state, _, _ := ms.board.State(c.slot)
+	return state == board.Idle || state == board.Parked
+}
+
 // busy reports whether the board shows child c serving a request.
 func (ms *master) busy(c *child) bool {
 	state, _, _ := ms.board.State(c.slot)
@@ -369,7 +376,7 @@ func (ms *master) enforceLeaveDeadline() {
 			ms.log.Warn("prefork: child did not exit after it stopped taking requests; killing it", "pid", c.pid,
 				"left", time.Since(c.leftAt).Round(time.Millisecond))
 			ms.setPhase(c, killed)
-		case c.phase == retiring && c.leftAt.IsZero() && c.ready() && time.Since(c.retiredAt) >= limit && !ms.busy(c):
+		case c.phase == retiring && c.leftAt.IsZero() && c.ready() && time.Since(c.retiredAt) >= limit && ms.waiting(c):
 			ms.log.Warn("prefork: child did not answer when told to retire; killing it", "pid", c.pid,
 				"told", time.Since(c.retiredAt).Round(time.Millisecond))
 			ms.setPhase(c, killed)

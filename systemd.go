@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prefork-go/prefork/internal/board"
 	"github.com/prefork-go/prefork/internal/sdnotify"
 	"github.com/prefork-go/prefork/internal/wire"
 	"golang.org/x/sys/unix"
@@ -220,10 +219,7 @@ func (ms *master) notifyPool() {
 // as long as its client keeps the connection.
 func (ms *master) retireUnconfirmed() bool {
 	for _, c := range ms.children {
-		if c.phase != retiring || !c.leftAt.IsZero() {
-			continue
-		}
-		if state, _, _ := ms.board.State(c.slot); state != board.Busy && state != board.Leaving {
+		if c.phase == retiring && c.leftAt.IsZero() && ms.waiting(c) {
 			return true
 		}
 	}
