@@ -2,6 +2,8 @@ package prefork_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -32,4 +34,23 @@ func TestDrainDelayServesOnBeforeTheStop(t *testing.T) {
 
 	require.NoError(t, wait())
 	assert.GreaterOrEqual(t, time.Since(stopped), delay, "Run returned before the drain was over")
+}
+
+// A pool that stops before it was ever ready was never in rotation: it
+// stops at once, without DrainDelay, and never calls PostInitChildren.
+func TestNoDrainBeforeThePoolIsReady(t *testing.T) {
+	const delay = time.Minute
+	hang := filepath.Join(t.TempDir(), "hang")
+	require.NoError(t, os.WriteFile(hang, nil, 0o600)) // no child becomes ready
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, p, wait := startMasterHere(t, ctx, helperConfig{Min: 1, Max: 1, MinSpare: 1, MaxSpare: 1, HangInitWhile: hang, ShutdownTimeout: time.Second}, func(m *prefork.Manager) {
+		m.DrainDelay = delay
+	})
+	p.waitEvent("child", "Initialize")
+	cancel()
+	require.NoError(t, wait(), "Run returns within waitLimit, not after DrainDelay")
+	for _, ev := range p.readEvents() {
+		assert.NotEqual(t, "PostInitChildren", ev.Hook)
+	}
 }

@@ -246,7 +246,8 @@ type Manager struct {
 	// sending new ones a little after it sent SIGTERM, can take the server
 	// out of rotation first. Stats says Stopping meanwhile, and systemd is
 	// told STOPPING=1. A second SIGINT or SIGTERM, or Close, stops at once
-	// as ever; Shutdown waits for the drain too. Zero means none.
+	// as ever; Shutdown waits for the drain too. A pool that has not been
+	// ready yet (never in rotation) stops without one. Zero means none.
 	DrainDelay time.Duration
 
 	// SlowRequest, when positive, is how long a request may run before

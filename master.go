@@ -62,7 +62,8 @@ type master struct {
 	done        chan struct{} // closed when Run returns
 	watchers    sync.WaitGroup
 
-	everReady    bool
+	everReady    bool      // a child has been ready
+	poolReady    bool      // MinServers children have been ready: PostInitChildren ran
 	failures     int       // attempts in a row whose children failed to start, or died young
 	retries      int       // children started since failures began
 	firstFailure time.Time // when the first of them failed
@@ -243,7 +244,6 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 	}
 	var killTimer, spawnTimer <-chan time.Time
 	ctxDone := ms.ctx.Done()
-	initialized := false
 	signalStops := 0
 
 	ms.takeAsks() // a Shutdown or Close during start-up: no child starts
@@ -257,8 +257,8 @@ func (ms *master) loop(signals <-chan os.Signal) error {
 		} else {
 			watchTick.Stop()
 		}
-		if !initialized && !ms.stopping && ms.readyCount() >= ms.cfg.minServers {
-			initialized = true
+		if !ms.poolReady && !ms.stopping && ms.readyCount() >= ms.cfg.minServers {
+			ms.poolReady = true
 			ms.log.Info("prefork: pool ready", "children", len(ms.children))
 			err := callHook("PostInitChildren", hooks.PostInitChildren, ms.ctx)
 			if err == nil {
@@ -381,7 +381,7 @@ func (ms *master) stop(action SignalAction, err error) {
 	case ActionStop:
 		switch {
 		case ms.stopping, ms.draining != nil:
-		case ms.cfg.drainDelay > 0 && !ms.drained && !ms.cfg.predecessor.pending(): // no drain for a pool never in rotation
+		case ms.cfg.drainDelay > 0 && !ms.drained && ms.poolReady && !ms.cfg.predecessor.pending(): // no drain for a pool never in rotation
 			// Lame duck: serve on while load balancers take the pool
 			// out of rotation; the loop stops it when the delay is over.
 			ms.draining = time.After(ms.cfg.drainDelay)

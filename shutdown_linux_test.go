@@ -16,9 +16,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// runMasterHere runs a pool whose master is this test process. Not for
-// parallel tests: it sets the environment that the children inherit.
+// runMasterHere runs a pool whose master is this test process, and waits
+// until it is ready. Not for parallel tests: it sets the environment that
+// the children inherit.
 func runMasterHere(t *testing.T, ctx context.Context, cfg helperConfig, adjust ...func(*prefork.Manager)) (*prefork.Manager, *pool, func() error) {
+	t.Helper()
+	m, p, wait := startMasterHere(t, ctx, cfg, adjust...)
+	p.waitEvent("master", "PostInitChildren")
+	return m, p, wait
+}
+
+// startMasterHere is runMasterHere without the wait for the pool.
+func startMasterHere(t *testing.T, ctx context.Context, cfg helperConfig, adjust ...func(*prefork.Manager)) (*prefork.Manager, *pool, func() error) {
 	t.Helper()
 	cfg.Events = filepath.Join(t.TempDir(), "events")
 	cfg.Quiet = true
@@ -45,7 +54,6 @@ func runMasterHere(t *testing.T, ctx context.Context, cfg helperConfig, adjust .
 	}
 	p := &pool{t: t, events: cfg.Events, network: "tcp", done: make(chan struct{})}
 	p.addr = p.waitEvent("master", "PostBind").Detail
-	p.waitEvent("master", "PostInitChildren")
 	t.Cleanup(func() {
 		m.Close()
 		wait()
