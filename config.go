@@ -3,6 +3,7 @@ package prefork
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"syscall"
 	"time"
@@ -74,6 +75,13 @@ func (c config) requestLimit() int {
 	return c.maxRequests
 }
 
+// Settings past these are mistakes, and would overflow the sums that add
+// a grace or a jitter to them.
+const (
+	maxDuration = 100 * 365 * 24 * time.Hour
+	maxCount    = math.MaxInt32
+)
+
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 }
@@ -124,6 +132,21 @@ func (m *Manager) config(listen bool) (config, error) {
 		if f.value < 0 {
 			return c, invalid("Manager.%s is negative (%d); use 0 for the default or a positive value", f.name, f.value)
 		}
+	}
+	for _, f := range []struct {
+		name  string
+		value time.Duration
+	}{
+		{"ShutdownTimeout", m.ShutdownTimeout}, {"RequestTimeout", m.RequestTimeout}, {"SlowRequest", m.SlowRequest},
+		{"DrainDelay", m.DrainDelay}, {"StartTimeout", m.StartTimeout}, {"MaxLifetime", m.MaxLifetime},
+		{"MaxLifetimeJitter", m.MaxLifetimeJitter},
+	} {
+		if f.value > maxDuration {
+			return c, invalid("Manager.%s is %v, over a century; use 0 for the default or a shorter time", f.name, f.value)
+		}
+	}
+	if m.MaxRequests > maxCount-m.MaxRequestsJitter || m.MaxRequestsJitter > maxCount {
+		return c, invalid("Manager.MaxRequests (%d) plus MaxRequestsJitter (%d) is over %d", m.MaxRequests, m.MaxRequestsJitter, maxCount)
 	}
 	var err error
 	if c.recycle, err = m.recycling(); err != nil {

@@ -3,6 +3,7 @@ package prefork_test
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"os"
 	"syscall"
@@ -56,6 +57,12 @@ func TestBadConfigurationIsRefusedBeforeAnythingStarts(t *testing.T) {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxChildMemory: -1}, "MaxChildMemory is negative"},
 		"MaxChildMemory in MiB": {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxChildMemory: 512}, "MaxChildMemory is 512 bytes"},
+		"MaxLifetimeJitter past a century": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxLifetime: time.Hour, MaxLifetimeJitter: math.MaxInt64}, "MaxLifetimeJitter is 2562047h47m16.854775807s, over a century"},
+		"ShutdownTimeout past a century": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", ShutdownTimeout: math.MaxInt64}, "ShutdownTimeout is 2562047h47m16.854775807s, over a century"},
+		"MaxRequestsJitter past MaxInt32": {
+			&prefork.Manager{NewChild: newChild, Addr: ":0", MaxRequests: 10, MaxRequestsJitter: math.MaxInt}, "MaxRequests (10) plus MaxRequestsJitter"},
 		"min above max": {
 			&prefork.Manager{NewChild: newChild, Addr: ":0", MinServers: 8, MaxServers: 4}, "MinServers (8) is greater than MaxServers (4)"},
 		"min spare above max spare": {
