@@ -260,6 +260,9 @@ func (w *worker) serve() error {
 			w.log.Debug("prefork: child reached MaxRequests", "served", w.served)
 			return nil
 		}
+		// A child the master parked finishes the request in hand and takes
+		// no more, however many wait: under load the queue seldom empties.
+		queued = queued && !w.park.Load()
 		if !queued {
 			parked, changed, err := w.followPark()
 			if err != nil {
