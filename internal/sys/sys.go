@@ -145,11 +145,16 @@ func ReadFrom(fd int, buf []byte) (n int, from syscall.Sockaddr, truncated bool,
 	return n, from, flags&unix.MSG_TRUNC != 0, err
 }
 
+// maxUnixgramPause bounds the sleep between two tries of a reply to a
+// unixgram client whose queue is full.
+const maxUnixgramPause = 50 * time.Millisecond
+
 // WriteTo sends b as one datagram to the address to from the non-blocking
 // socket fd. When the send buffer is full it waits for room, up to
 // timeout.
 func WriteTo(fd int, b []byte, to syscall.Sockaddr, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	pause := time.Millisecond
 	for {
 		err := syscall.Sendto(fd, b, 0, to)
 		if !errors.Is(err, unix.EAGAIN) {
@@ -158,6 +163,14 @@ func WriteTo(fd int, b []byte, to syscall.Sockaddr, timeout time.Duration) error
 		wait := time.Until(deadline)
 		if wait <= 0 {
 			return os.NewSyscallError("sendto", err)
+		}
+		if _, unixgram := to.(*syscall.SockaddrUnix); unixgram {
+			// The receiver's queue is full, and poll would call an
+			// unconnected AF_UNIX socket writable all the same: sleep,
+			// longer each time, instead of spinning.
+			time.Sleep(min(pause, wait))
+			pause = min(2*pause, maxUnixgramPause)
+			continue
 		}
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 		if _, err := unix.Poll(pfd, int(wait/time.Millisecond)+1); err != nil && !errors.Is(err, unix.EINTR) {
