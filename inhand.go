@@ -21,6 +21,10 @@ import (
 // waits instead of one that may never send again; preforkhttp does. A
 // request in the middle of an exchange can ignore it.
 //
+// The master asks again at each later wait for the client: each ask closes
+// the channel Contended last returned (or, if none is open, the next one
+// it returns), so a handler calls it again after it has acted on one.
+//
 // The channel is never closed where the master cannot read the queue
 // (reuse-port mode, systems other than Linux), nor for datagrams; it is nil
 // under RunInProcess, which has no master, and for a Request made by hand.
@@ -39,8 +43,8 @@ type inHand struct {
 	req   *Request // nil between requests
 	seq   uint64   // its number in the child, from 1, as the board counts
 	since time.Time
-	asked bool          // the master asked to let its client go
-	ch    chan struct{} // made only when a handler asks for Contended
+	asked bool          // the master asked to let its client go, and no channel told it yet
+	ch    chan struct{} // made only when a handler asks for Contended; nil once closed
 }
 
 // begin makes r, number seq, the request in hand; timed notes since when.
@@ -71,17 +75,21 @@ func (h *inHand) current(seq uint32) (*Request, time.Time) {
 	return h.req, h.since
 }
 
-// letGo takes the master's ask to let the client of request seq go.
+// letGo takes the master's ask to let the client of request seq go. The
+// master asks once per wait for the client; each ask closes the channel
+// Contended last gave, or the next one it gives.
 func (h *inHand) letGo(seq uint32) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.req == nil || uint32(h.seq) != seq || h.asked {
+	if h.req == nil || uint32(h.seq) != seq {
 		return
 	}
-	h.asked = true
-	if h.ch != nil {
-		close(h.ch)
+	if h.ch == nil {
+		h.asked = true
+		return
 	}
+	close(h.ch)
+	h.ch = nil
 }
 
 func (h *inHand) contended(seq uint64) <-chan struct{} {
@@ -90,11 +98,14 @@ func (h *inHand) contended(seq uint64) <-chan struct{} {
 	if seq != h.seq {
 		return nil // the request is over
 	}
+	if h.asked {
+		h.asked = false
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
 	if h.ch == nil {
 		h.ch = make(chan struct{})
-		if h.asked {
-			close(h.ch)
-		}
 	}
 	return h.ch
 }

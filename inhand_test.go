@@ -26,8 +26,14 @@ func TestInHandContended(t *testing.T) {
 	require.False(t, closed(ch))
 	h.letGo(1)
 	require.True(t, closed(ch))
-	h.letGo(1) // twice: no double close
+	again := r1.Contended()
+	require.False(t, closed(again), "a later ask closes a new channel")
+	require.Equal(t, again, r1.Contended(), "the same until then")
+	h.letGo(1) // at the client's next wait: no double close
+	require.True(t, closed(again))
+	h.letGo(1) // before the handler looks again
 	require.True(t, closed(r1.Contended()))
+	require.False(t, closed(r1.Contended()), "each ask is told once")
 
 	r2 := &Request{}
 	h.begin(r2, 2, false)

@@ -31,8 +31,8 @@
 //     everyone else. And when connections wait that the pool will not take
 //     soon (it is at MaxServers, say), the master asks children whose
 //     clients have sent nothing for a tenth of a second to let them go
-//     (prefork.Request.Contended): such a connection is closed as its idle
-//     timeout would close it.
+//     (prefork.Request.Contended): such a connection, between two requests
+//     or before its first, is closed as its idle timeout would close it.
 //   - The request's context is cancelled when the client goes away and when
 //     the child must stop now (Manager.ShutdownTimeout has run out during a
 //     stop, or Manager.RequestTimeout has passed). Manager.RequestTimeout
@@ -230,7 +230,7 @@ func (s *Server) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 	s.mu.Lock()
 	s.idle = nil
 	s.mu.Unlock()
-	l := &oneConn{s: s, conn: served, closed: conn.closed, stopping: r.Stopping(), contended: r.Contended()}
+	l := &oneConn{s: s, req: r, conn: served, closed: conn.closed, stopping: r.Stopping(), contended: r.Contended()}
 	// net/http serves the connection on a goroutine of its own, which
 	// waits only on it; this one waits in l.Accept for it to end.
 	r.ConnGoroutines(1)
@@ -242,11 +242,12 @@ func (s *Server) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 }
 
 // connState follows the connection, to know when it waits for its next
-// request.
+// request, or for its first: a client that connects ahead of its first
+// request (as browsers do) and is asked to go has sent nothing to lose.
 func (s *Server) connState(c net.Conn, state http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if state == http.StateIdle {
+	if state == http.StateIdle || state == http.StateNew {
 		s.idle = c
 	} else {
 		s.idle = nil
@@ -291,6 +292,7 @@ func (c *trackedConn) CloseWrite() error {
 // that connection is closed and fails, which ends http.Server.Serve.
 type oneConn struct {
 	s         *Server
+	req       *prefork.Request
 	conn      net.Conn
 	closed    <-chan struct{}
 	stopping  <-chan struct{}
@@ -318,7 +320,7 @@ func (l *oneConn) Accept() (net.Conn, error) {
 			l.stopping = nil
 		case <-l.contended:
 			l.s.letClientGo()
-			l.contended = nil
+			l.contended = l.req.Contended() // the master asks again at the next wait
 		}
 	}
 }

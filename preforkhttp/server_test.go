@@ -376,3 +376,54 @@ func TestRetiredChildLetsAKeptAliveClientGo(t *testing.T) {
 	}
 	t.Fatalf("child %s served the kept-alive client long after its MaxLifetime", first)
 }
+
+// A client that connects ahead of its first request, as browsers do, and
+// sends nothing, is let go when others wait: it has sent nothing to lose.
+func TestPreconnectedClientLetsGoWhenOthersWait(t *testing.T) {
+	p := startPool(t, poolConfig{Min: 1, Max: 1, IdleTimeout: time.Minute, ReadHeaderTimeout: time.Minute})
+	preconnected, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	defer preconnected.Close()
+
+	code, _ := get(t, newClient(), p.url+"/pid") // gives up after 10 s
+	require.Equal(t, http.StatusOK, code)
+}
+
+// The master asks again at each wait for the client: an ask that came
+// while the client was sending its request, and so was ignored, does not
+// keep the child from letting the client go once it idles.
+func TestIdleClientLetsGoAfterAnAskItIgnored(t *testing.T) {
+	p := startPool(t, poolConfig{Min: 1, Max: 1, IdleTimeout: time.Minute})
+	slow, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	defer slow.Close()
+	slow.SetDeadline(time.Now().Add(time.Minute))
+	fmt.Fprintf(slow, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+
+	other := make(chan int, 1)
+	go func() {
+		resp, err := newClient().Get(p.url + "/pid")
+		if err != nil {
+			other <- 0
+			return
+		}
+		resp.Body.Close()
+		other <- resp.StatusCode
+	}()
+	// Long enough for the master to see the queue and ask (it asks once a
+	// wait has lasted a tenth of a second); the ask comes mid-request.
+	time.Sleep(500 * time.Millisecond)
+	fmt.Fprintf(slow, "cd")
+	resp, err := http.ReadResponse(bufio.NewReader(slow), nil)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, "abcd", string(body))
+
+	select {
+	case code := <-other:
+		require.Equal(t, http.StatusOK, code)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the waiting client was not served: the idle one kept the child")
+	}
+}
