@@ -145,6 +145,18 @@ func testHandler() http.Handler {
 		w.(http.Flusher).Flush()
 		panic("handler broke after the response began")
 	})
+	mux.HandleFunc("/hijack-then-panic", func(w http.ResponseWriter, r *http.Request) {
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		pid := strconv.Itoa(os.Getpid())
+		fmt.Fprintf(rw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(pid), pid)
+		rw.Flush()
+		conn.Close()
+		time.Sleep(300 * time.Millisecond) // cleanup, after the connection is over
+		panic("the hijacking handler broke after its connection closed")
+	})
 	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
 		conn, rw, err := http.NewResponseController(w).Hijack()
 		if err != nil {

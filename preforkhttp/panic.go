@@ -21,6 +21,8 @@ type guarded struct {
 }
 
 func (g *guarded) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	g.s.handlers.Add(1)
+	defer g.s.handlers.Done() // last: after the panic is recorded
 	tw := &trackingWriter{ResponseWriter: w}
 	defer func() {
 		v := recover()

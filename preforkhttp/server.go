@@ -39,7 +39,7 @@
 //     bounds a connection, with all the requests it carries, not a request:
 //     use WriteTimeout, or http.TimeoutHandler, for a bound per request.
 //   - A hijacked connection (a WebSocket, say) keeps its child until the
-//     handler closes it; the child serves nothing else meanwhile, and the
+//     handler has closed it and returned; the child serves nothing else meanwhile, and the
 //     pool starts other children for other clients.
 //   - A graceful stop of the pool (SIGTERM) closes idle kept-alive
 //     connections at once and lets requests in flight finish; their
@@ -131,6 +131,9 @@ type Server struct {
 	tls      *tls.Config
 	ctx      context.Context                    // the request's, for BaseContext
 	panicked atomic.Pointer[prefork.PanicError] // by the connection's handler
+	// handlers runs while a handler does: one that hijacked its
+	// connection may run on after it closed it.
+	handlers sync.WaitGroup
 
 	// The connection while it waits for its next request: written by
 	// net/http's goroutine, read by ProcessRequest's when the master asks
@@ -235,6 +238,7 @@ func (s *Server) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 	// waits only on it; this one waits in l.Accept for it to end.
 	r.ConnGoroutines(1)
 	s.srv.Serve(l) // returns once the connection is closed: its error says nothing more
+	s.handlers.Wait()
 	if p := s.panicked.Swap(nil); p != nil {
 		return p
 	}

@@ -427,3 +427,17 @@ func TestIdleClientLetsGoAfterAnAskItIgnored(t *testing.T) {
 		t.Fatal("the waiting client was not served: the idle one kept the child")
 	}
 }
+
+// A handler that hijacks its connection may run on after it closed it: the
+// child takes the next connection only once the handler has returned, so
+// that a panic there ends the child before another client's request, and
+// is not blamed on it.
+func TestChildWaitsForAHijackingHandler(t *testing.T) {
+	p := startPool(t, poolConfig{Min: 1, Max: 1})
+	code, hijacker := get(t, newClient(), p.url+"/hijack-then-panic")
+	require.Equal(t, http.StatusOK, code)
+	code, body := get(t, newClient(), p.url+"/pid")
+	require.Equal(t, http.StatusOK, code)
+	pid, _, _ := strings.Cut(body, " ")
+	assert.NotEqual(t, hijacker, pid, "the next client is served by the child that replaced the one whose handler panicked")
+}
