@@ -22,6 +22,12 @@ func (ms *master) observe() observation {
 	}
 	o := observation{now: now, queued: -1, begun: ms.begunGone, failing: ms.failures > 0, startAfter: ms.nextSpawn}
 	o.queued, _ = ms.readQueues()
+	switch {
+	case o.queued <= 0:
+		ms.queuedSince = time.Time{}
+	case ms.queuedSince.IsZero():
+		ms.queuedSince = now
+	}
 	var stuck []int
 	for _, c := range ms.children {
 		o.processes++
@@ -44,10 +50,12 @@ func (ms *master) observe() observation {
 			o.idle++
 		}
 		// An idle child that takes nothing while connections wait is
-		// stuck: stopped, or unable to accept.
+		// stuck: stopped, or unable to accept. Waits are counted from the
+		// first look that saw connections waiting, not from the last look
+		// at a quiet pool, a second before one connection came.
 		if !idle || o.queued <= 0 || begun != c.seen || c.moved.IsZero() {
 			c.seen, c.moved, c.stuck = begun, now, false
-		} else if now.Sub(c.moved) >= stuckAfter {
+		} else if now.Sub(later(c.moved, ms.queuedSince)) >= stuckAfter {
 			o.stuck++
 			if !c.stuck {
 				c.stuck = true

@@ -82,9 +82,12 @@ type master struct {
 	lookIn    time.Duration // until the loop's next look while it watches
 	load      loadView      // what the master last saw of the machine
 	atMax     bool          // connections waited that MaxServers kept from being served
-	reported  int           // the number of children PoolResized last reported
-	stats     statsBoard
-	sd        notifier // tells the service manager (systemd)
+	// queuedSince is when the looks began to see connections waiting,
+	// without a look in between that saw none; zero while none wait.
+	queuedSince time.Time
+	reported    int // the number of children PoolResized last reported
+	stats       statsBoard
+	sd          notifier // tells the service manager (systemd)
 }
 
 func newMaster(ctx context.Context, cfg config) *master {
