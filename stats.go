@@ -251,7 +251,9 @@ func (ms *master) exitReason(c *child, err error) ExitReason {
 	switch {
 	case c.phase == timedOut || !c.terminated.IsZero(): // then killed, if it did not stop
 		return ExitRequestTimeout
-	case !c.ready():
+	case !c.ready() && c.phase == stopping: // the pool stopped while it started
+		return ExitStopped
+	case !c.ready() && (c.phase != killed || c.failed != ""): // not the master's kill, or for StartTimeout
 		return ExitStartFailed
 	case c.phase == killed:
 		return ExitKilled
