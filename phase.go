@@ -52,6 +52,7 @@ type child struct {
 	terminated time.Time // when the master sent SIGTERM for RequestTimeout
 	retiredAt  time.Time // when the master told it to retire
 	leftAt     time.Time // when it said it takes no more requests
+	readyRSS   int64     // its memory as it became ready, as the master first read it; -1: none
 	seen       uint64    // the board's count of requests begun, for stuck children
 	moved      time.Time // when it last took a request, or nothing waited for it
 	stuck      bool      // logged as stuck

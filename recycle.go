@@ -1,6 +1,7 @@
 package prefork
 
 import (
+	"cmp"
 	"math/rand/v2"
 	"time"
 
@@ -76,12 +77,19 @@ func (ms *master) markDue(now time.Time) {
 			continue
 		}
 		rss := ms.board.RSS(c.slot)
+		if c.readyRSS == 0 {
+			// The child wrote it as it became ready, and writes again only
+			// after a request and a second: at the master's first look,
+			// this is its memory before any request, even if one has begun
+			// since. (-1: it could not read its memory.)
+			c.readyRSS = cmp.Or(rss, -1)
+		}
 		switch {
-		case ms.cfg.recycle.memory > 0 && rss > ms.cfg.recycle.memory && ms.begun(c) == 0:
+		case ms.cfg.recycle.memory > 0 && c.readyRSS > ms.cfg.recycle.memory:
 			// Over the cap before any request: so would every replacement
 			// be, one fork per request. The cap cannot work.
 			ms.log.Warn("prefork: MaxChildMemory is below what a child holds before its first request; ignoring it",
-				"max_child_memory", ms.cfg.recycle.memory, "rss", rss, "pid", c.pid)
+				"max_child_memory", ms.cfg.recycle.memory, "rss", c.readyRSS, "pid", c.pid)
 			ms.cfg.recycle.memory = 0
 			continue
 		case ms.cfg.recycle.memory > 0 && rss > ms.cfg.recycle.memory:

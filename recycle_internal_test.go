@@ -82,13 +82,15 @@ func TestMarkDue(t *testing.T) {
 	old := addChild(t, ms, serving, true, now.Add(-time.Hour))
 	oldParked := addChild(t, ms, parked, false, now.Add(-2*time.Hour))
 	big := addChild(t, ms, serving, false, now)
-	ms.board.SetRSS(big.slot, 65<<20)
-	ms.board.SetBusy(big.slot) // it grew serving a request
-	ms.board.SetIdle(big.slot, 1)
+	ms.board.SetRSS(big.slot, 20<<20) // as it became ready
 	goes := addChild(t, ms, leaving, false, now.Add(-time.Hour)) // leaves anyway
 	early := addChild(t, ms, starting, false, now.Add(-time.Hour))
 	early.readyAt = time.Time{}
 
+	ms.markDue(now)
+	ms.board.SetRSS(big.slot, 65<<20)
+	ms.board.SetBusy(big.slot) // it grew serving a request
+	ms.board.SetIdle(big.slot, 1)
 	ms.markDue(now)
 	assert.True(t, ms.restarting)
 	for c, want := range map[*child]ExitReason{young: "", old: ExitMaxLifetime, oldParked: ExitMaxLifetime, big: ExitMemoryLimit, goes: "", early: ""} {
@@ -119,6 +121,16 @@ func TestMemoryCapBelowAFreshChild(t *testing.T) {
 	ms.board.SetRSS(fresh.slot, 9<<20)
 	ms.markDue(time.Now())
 	assert.Equal(t, ExitReason(""), fresh.due)
+	assert.Zero(t, ms.cfg.recycle.memory, "the cap is off")
+
+	// Under load a child takes a request as soon as it is ready, before
+	// the master's first look: the memory it wrote as it became ready
+	// still tells.
+	ms = testMaster(t, config{minServers: 1, maxServers: 2, recycle: recycling{memory: 8 << 20}})
+	taken := addChild(t, ms, serving, true, time.Now())
+	ms.board.SetRSS(taken.slot, 9<<20)
+	ms.markDue(time.Now())
+	assert.Equal(t, ExitReason(""), taken.due)
 	assert.Zero(t, ms.cfg.recycle.memory, "the cap is off")
 }
 
