@@ -82,7 +82,7 @@ func TestMarkDue(t *testing.T) {
 	old := addChild(t, ms, serving, true, now.Add(-time.Hour))
 	oldParked := addChild(t, ms, parked, false, now.Add(-2*time.Hour))
 	big := addChild(t, ms, serving, false, now)
-	ms.board.SetRSS(big.slot, 20<<20) // as it became ready
+	ms.board.SetRSS(big.slot, 20<<20)                            // as it became ready
 	goes := addChild(t, ms, leaving, false, now.Add(-time.Hour)) // leaves anyway
 	early := addChild(t, ms, starting, false, now.Add(-time.Hour))
 	early.readyAt = time.Time{}
