@@ -124,9 +124,17 @@ func CheckListener(fd int) error {
 }
 
 // IsTemporary reports whether an accept error concerns only one
-// connection, so that the child should go on accepting.
+// connection, so that the child should go on accepting: on Linux, accept
+// passes on a new connection's pending network error, and accept(2) says
+// to treat those as EAGAIN.
 func IsTemporary(err error) bool {
-	return errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED) || errors.Is(err, unix.EPROTO)
+	for _, e := range []unix.Errno{unix.EINTR, unix.ECONNABORTED, unix.EPROTO, unix.ENETDOWN, unix.ENETUNREACH,
+		unix.EHOSTDOWN, unix.EHOSTUNREACH, unix.ENOPROTOOPT, unix.EOPNOTSUPP} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // IsShortOfResources reports whether accept or recvmsg failed for lack of

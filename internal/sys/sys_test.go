@@ -204,6 +204,7 @@ func TestSocketpairModes(t *testing.T) {
 
 func TestIsTemporary(t *testing.T) {
 	assert.True(t, IsTemporary(unix.ECONNABORTED))
+	assert.True(t, IsTemporary(os.NewSyscallError("accept", unix.EHOSTUNREACH)), "a new connection's network error")
 	assert.False(t, IsTemporary(os.NewSyscallError("accept", unix.EMFILE)))
 	assert.False(t, IsTemporary(unix.EBADF))
 	assert.True(t, IsShortOfResources(os.NewSyscallError("accept", unix.EMFILE)))
