@@ -105,12 +105,6 @@ func (ms *master) markDue(now time.Time) {
 	}
 }
 
-// begun returns how many requests child c has begun.
-func (ms *master) begun(c *child) uint64 {
-	_, _, begun := ms.board.State(c.slot)
-	return begun
-}
-
 // replacing decides how replaceOld goes on, given the children due for
 // replacement that still serve, those that are on their way out, the
 // children ready to serve (due ones included) and all processes: how many
