@@ -322,7 +322,7 @@ func (ms *master) beginRestart() {
 // retire as they become ready. A pool at MaxServers has no room for that:
 // there, one due child at a time retires before its replacement starts.
 // Idle and parked children retire first; a busy one finishes its request,
-// and is not counted as on its way out meanwhile. The shared socket keeps every waiting connection for the children that
+// and holds up no batch meanwhile, but at MaxServers. The shared socket keeps every waiting connection for the children that
 // go on.
 func (ms *master) replaceOld() {
 	if ms.stopping {
@@ -332,16 +332,15 @@ func (ms *master) replaceOld() {
 	if !ms.restarting {
 		return
 	}
-	due, leaving := 0, 0
+	due, leaving, finishing := 0, 0, 0
 	for _, c := range ms.children {
 		switch {
 		case c.due == "":
 		case c.active():
 			due++
-		case !ms.busy(c):
-			// A busy one finishes its request first, which may hold a
-			// client for long: it serves on meanwhile, and must not hold
-			// up the others' replacement.
+		case ms.busy(c):
+			finishing++
+		default:
 			leaving++
 		}
 	}
@@ -353,7 +352,7 @@ func (ms *master) replaceOld() {
 			return // a replacement is starting
 		}
 	}
-	retire, start := replacing(due, leaving, ms.readyCount(), len(ms.children), ms.cfg)
+	retire, start := replacing(due, leaving, finishing, ms.readyCount(), len(ms.children), ms.cfg)
 	ms.retireDue(retire)
 	ms.startAhead(start)
 }

@@ -106,10 +106,15 @@ func (ms *master) markDue(now time.Time) {
 }
 
 // replacing decides how replaceOld goes on, given the children due for
-// replacement that still serve, those that are on their way out, the
-// children ready to serve (due ones included) and all processes: how many
-// due children to retire now, or how many replacements to start first.
-func replacing(due, leaving, ready, processes int, cfg config) (retire, start int) {
+// replacement that still serve, those that are on their way out, those
+// told to go that finish a request first (which may hold a client for
+// long), the children ready to serve (due ones included) and all
+// processes: how many due children to retire now, or how many
+// replacements to start first. A child that finishes a request serves on
+// meanwhile, so it holds up no batch; but at MaxServers, where a child
+// must leave before its replacement can start, the next one retires only
+// once no told child is left.
+func replacing(due, leaving, finishing, ready, processes int, cfg config) (retire, start int) {
 	n := min(max(1, cfg.minSpare)-leaving, due) // this step's batch
 	spare := ready - cfg.minServers
 	room := cfg.maxServers - processes
@@ -119,7 +124,7 @@ func replacing(due, leaving, ready, processes int, cfg config) (retire, start in
 		retire = min(n, spare)
 	case room > 0:
 		start = min(n, room)
-	case leaving == 0: // at MaxServers: one at a time, replaced after it leaves
+	case leaving+finishing == 0: // at MaxServers: one at a time, replaced after it leaves
 		retire = 1
 	}
 	return retire, start

@@ -18,24 +18,26 @@ func TestReplacing(t *testing.T) {
 	t.Parallel()
 	cfg := config{minServers: 3, maxServers: 6, minSpare: 2}
 	for name, c := range map[string]struct {
-		due, leaving, ready, processes int
-		cfg                            config
-		retire, start                  int
+		due, leaving, finishing, ready, processes int
+		cfg                                       config
+		retire, start                             int
 	}{
-		"nothing due":                      {0, 0, 3, 3, cfg, 0, 0},
-		"no spare: replacements first":     {3, 0, 3, 3, cfg, 0, 2},
-		"one due, no spare":                {1, 0, 3, 3, cfg, 0, 1},
-		"replacements ready: retire":       {3, 0, 5, 5, cfg, 2, 0},
-		"one spare: retire one":            {3, 0, 4, 4, cfg, 1, 0},
-		"a batch on its way out":           {1, 2, 5, 7, cfg, 0, 0},
-		"half a batch on its way out":      {2, 1, 5, 6, cfg, 1, 0},
-		"below MinServers: start":          {2, 0, 2, 2, cfg, 0, 2},
-		"little room":                      {3, 0, 3, 5, cfg, 0, 1},
-		"at MaxServers: one at a time":     {3, 0, 3, 6, cfg, 1, 0},
-		"at MaxServers, one leaving":       {2, 1, 2, 6, cfg, 0, 0},
-		"MinSpareServers 0: one at a time": {3, 0, 3, 3, config{minServers: 3, maxServers: 6}, 0, 1},
+		"nothing due":                      {0, 0, 0, 3, 3, cfg, 0, 0},
+		"no spare: replacements first":     {3, 0, 0, 3, 3, cfg, 0, 2},
+		"one due, no spare":                {1, 0, 0, 3, 3, cfg, 0, 1},
+		"replacements ready: retire":       {3, 0, 0, 5, 5, cfg, 2, 0},
+		"one spare: retire one":            {3, 0, 0, 4, 4, cfg, 1, 0},
+		"a batch on its way out":           {1, 2, 0, 5, 7, cfg, 0, 0},
+		"half a batch on its way out":      {2, 1, 0, 5, 6, cfg, 1, 0},
+		"one finishing a request: go on":   {2, 0, 1, 5, 6, cfg, 2, 0},
+		"below MinServers: start":          {2, 0, 0, 2, 2, cfg, 0, 2},
+		"little room":                      {3, 0, 0, 3, 5, cfg, 0, 1},
+		"at MaxServers: one at a time":     {3, 0, 0, 3, 6, cfg, 1, 0},
+		"at MaxServers, one leaving":       {2, 1, 0, 2, 6, cfg, 0, 0},
+		"at MaxServers, one finishing":     {2, 0, 1, 2, 6, cfg, 0, 0},
+		"MinSpareServers 0: one at a time": {3, 0, 0, 3, 3, config{minServers: 3, maxServers: 6}, 0, 1},
 	} {
-		retire, start := replacing(c.due, c.leaving, c.ready, c.processes, c.cfg)
+		retire, start := replacing(c.due, c.leaving, c.finishing, c.ready, c.processes, c.cfg)
 		assert.Equal(t, [2]int{c.retire, c.start}, [2]int{retire, start}, name)
 	}
 }
