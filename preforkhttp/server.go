@@ -32,7 +32,8 @@
 //     soon (it is at MaxServers, say), the master asks children whose
 //     clients have sent nothing for a tenth of a second to let them go
 //     (prefork.Request.Contended): such a connection, between two requests
-//     or before its first, is closed as its idle timeout would close it.
+//     or before its first, is closed as its idle timeout would close it,
+//     unless the client has begun to send (a request, or a TLS handshake).
 //   - The request's context is cancelled when the client goes away and when
 //     the child must stop now (Manager.ShutdownTimeout has run out during a
 //     stop, or Manager.RequestTimeout has passed). Manager.RequestTimeout
@@ -135,11 +136,16 @@ type Server struct {
 	// connection may run on after it closed it.
 	handlers sync.WaitGroup
 
-	// The connection while it waits for its next request: written by
-	// net/http's goroutine, read by ProcessRequest's when the master asks
-	// the child to let its client go (see prefork.Request.Contended).
-	mu   sync.Mutex
-	idle net.Conn
+	// The connection while it waits for its next request, and how much
+	// had been read from it then: written by net/http's goroutine, read by
+	// ProcessRequest's when the master asks the child to let its client go
+	// (see prefork.Request.Contended). connEnd hears net/http's last word
+	// on the connection: closed, or hijacked.
+	mu       sync.Mutex
+	tracked  *trackedConn
+	idle     net.Conn
+	idleRead int64
+	connEnd  chan struct{}
 }
 
 // Initialize prepares the child's HTTP server and loads its certificate.
@@ -231,13 +237,22 @@ func (s *Server) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 	}
 	s.ctx = ctx
 	s.mu.Lock()
-	s.idle = nil
+	s.tracked, s.idle, s.connEnd = conn, nil, make(chan struct{}, 1)
+	connEnd := s.connEnd
 	s.mu.Unlock()
 	l := &oneConn{s: s, req: r, conn: served, closed: conn.closed, stopping: r.Stopping(), contended: r.Contended()}
 	// net/http serves the connection on a goroutine of its own, which
 	// waits only on it; this one waits in l.Accept for it to end.
 	r.ConnGoroutines(1)
 	s.srv.Serve(l) // returns once the connection is closed: its error says nothing more
+	// A handler may still run: one that hijacked the connection and
+	// closed it, or one whose request net/http read just as the
+	// connection was closed. net/http's last word on the connection comes
+	// after any handler has begun.
+	select {
+	case <-connEnd:
+	case <-ctx.Done():
+	}
 	s.handlers.Wait()
 	if p := s.panicked.Swap(nil); p != nil {
 		return p
@@ -246,24 +261,30 @@ func (s *Server) ProcessRequest(ctx context.Context, r *prefork.Request) error {
 }
 
 // connState follows the connection, to know when it waits for its next
-// request, or for its first: a client that connects ahead of its first
-// request (as browsers do) and is asked to go has sent nothing to lose.
+// request, or for its first (a client that connects ahead of it, as
+// browsers do), and when net/http is done with it.
 func (s *Server) connState(c net.Conn, state http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if state == http.StateIdle || state == http.StateNew {
-		s.idle = c
-	} else {
-		s.idle = nil
+	s.idle = nil
+	switch state {
+	case http.StateIdle, http.StateNew:
+		s.idle, s.idleRead = c, s.tracked.read.Load()
+	case http.StateClosed, http.StateHijacked:
+		select {
+		case s.connEnd <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// letClientGo closes the connection if it waits for its next request, as
-// its idle timeout would: a client that is sending a request is left alone.
+// letClientGo closes the connection if it waits for a request and the
+// client has sent nothing since, as its idle timeout would: a client that
+// has begun to send a request (or a TLS handshake) is left alone.
 func (s *Server) letClientGo() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.idle != nil {
+	if s.idle != nil && s.tracked.read.Load() == s.idleRead {
 		s.idle.Close()
 	}
 }
@@ -275,6 +296,13 @@ type trackedConn struct {
 	net.Conn
 	once   sync.Once
 	closed chan struct{}
+	read   atomic.Int64 // bytes read from the client, ever
+}
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
 }
 
 func (c *trackedConn) Close() error {

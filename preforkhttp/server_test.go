@@ -441,3 +441,36 @@ func TestChildWaitsForAHijackingHandler(t *testing.T) {
 	pid, _, _ := strings.Cut(body, " ")
 	assert.NotEqual(t, hijacker, pid, "the next client is served by the child that replaced the one whose handler panicked")
 }
+
+// A client whose first request is still coming in (its headers in pieces,
+// or a TLS handshake over a slow link) is not let go when others wait: it
+// has sent something, and would lose it.
+func TestClientSendingItsFirstRequestIsNotLetGo(t *testing.T) {
+	p := startPool(t, poolConfig{Min: 1, Max: 1, IdleTimeout: time.Minute})
+	slow, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	defer slow.Close()
+	slow.SetDeadline(time.Now().Add(time.Minute))
+	fmt.Fprintf(slow, "GET /pid HTTP/1.1\r\nHost: x\r\n")
+
+	other := make(chan int, 1)
+	go func() {
+		resp, err := newClient().Get(p.url + "/pid")
+		if err != nil {
+			other <- 0
+			return
+		}
+		resp.Body.Close()
+		other <- resp.StatusCode
+	}()
+	// Long enough for the master to see the queue and ask (it asks once a
+	// wait has lasted a tenth of a second).
+	time.Sleep(500 * time.Millisecond)
+	fmt.Fprintf(slow, "\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(slow), nil)
+	require.NoError(t, err, "the slow client's request was cut")
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	slow.Close()
+	require.Equal(t, http.StatusOK, <-other)
+}
