@@ -44,7 +44,7 @@ type worker struct {
 	mu        sync.Mutex
 	phase     atomic.Int32  // a childPhase
 	stopping  chan struct{} // closed when the child is to leave: retiring, or stopping
-	stopCause error         // why; written before stopping is closed
+	stopCause error         // why the child stops; written before the phase that publishes it
 	timer     *time.Timer   // the deadline of the phase, if it has one
 
 	maxRequests int // MaxRequests plus this child's jitter

@@ -19,7 +19,8 @@ type Child interface {
 	// ProcessRequest serves one request: for TCP, the whole connection,
 	// which is closed when ProcessRequest returns. ctx is cancelled only
 	// when the child must stop now (Manager.ShutdownTimeout has run out
-	// during a stop); r.Stopping says when a graceful stop has begun. A
+	// during a stop); r.Stopping says when the child is to leave (a
+	// graceful stop, or its retirement), for a long-lived connection. A
 	// returned error is logged with the child's pid and the remote address,
 	// and the child goes on with the next request.
 	ProcessRequest(ctx context.Context, r *Request) error

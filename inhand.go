@@ -24,6 +24,7 @@ import (
 // The master asks again at each later wait for the client: each ask closes
 // the channel Contended last returned (or, if none is open, the next one
 // it returns), so a handler calls it again after it has acted on one.
+// Watch it from one goroutine: a call after an ask returns a new channel.
 //
 // The channel is never closed where the master cannot read the queue
 // (reuse-port mode, systems other than Linux), nor for datagrams; it is nil

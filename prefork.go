@@ -282,7 +282,8 @@ func (r *Request) Reply(b []byte) error {
 // long-lived connection should watch it to end at a clean point, or a
 // retired child serves that connection, and nothing else, for as long as
 // its client keeps it. ProcessRequest's ctx is cancelled only later, when
-// the child must stop now; a retired child has no deadline.
+// the child must stop now; a retired child has no deadline. It is this
+// child's news, not the pool's: a health check should not answer from it.
 func (r *Request) Stopping() <-chan struct{} { return r.stopping }
 
 // ConnGoroutines tells the child that n goroutines besides the one that
