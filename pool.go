@@ -204,6 +204,14 @@ func (ms *master) waiting(c *child) bool {
 	return state == board.Idle || state == board.Parked
 }
 
+// unanswered reports whether child c was told to retire and, waiting on
+// the board, has not said yet that it takes no more requests: until it
+// does, it can still be woken for a connection. (A busy one answers when
+// its request ends.)
+func (ms *master) unanswered(c *child) bool {
+	return c.phase == retiring && c.leftAt.IsZero() && ms.waiting(c)
+}
+
 // busy reports whether the board shows child c serving a request.
 func (ms *master) busy(c *child) bool {
 	state, _, _ := ms.board.State(c.slot)
@@ -375,7 +383,7 @@ func (ms *master) enforceLeaveDeadline() {
 			ms.log.Warn("prefork: child did not exit after it stopped taking requests; killing it", "pid", c.pid,
 				"left", time.Since(c.leftAt).Round(time.Millisecond))
 			ms.setPhase(c, killed)
-		case c.phase == retiring && c.leftAt.IsZero() && c.ready() && time.Since(c.retiredAt) >= limit && ms.waiting(c):
+		case ms.unanswered(c) && c.ready() && time.Since(c.retiredAt) >= limit:
 			ms.log.Warn("prefork: child did not answer when told to retire; killing it", "pid", c.pid,
 				"told", time.Since(c.retiredAt).Round(time.Millisecond))
 			ms.setPhase(c, killed)

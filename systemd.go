@@ -219,7 +219,7 @@ func (ms *master) notifyPool() {
 // as long as its client keeps the connection.
 func (ms *master) retireUnconfirmed() bool {
 	for _, c := range ms.children {
-		if c.phase == retiring && c.leftAt.IsZero() && ms.waiting(c) {
+		if ms.unanswered(c) {
 			return true
 		}
 	}

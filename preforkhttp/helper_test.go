@@ -269,6 +269,22 @@ func waitGone(t *testing.T, pid int, d time.Duration) {
 
 // newClient is an HTTP client of its own, with its own connections, that
 // gives up after 10 s.
+// getInBackground asks for url from a goroutine and sends its status code,
+// or 0 if the request failed.
+func getInBackground(url string) <-chan int {
+	code := make(chan int, 1)
+	go func() {
+		resp, err := newClient().Get(url)
+		if err != nil {
+			code <- 0
+			return
+		}
+		resp.Body.Close()
+		code <- resp.StatusCode
+	}()
+	return code
+}
+
 func newClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
 }

@@ -400,16 +400,7 @@ func TestIdleClientLetsGoAfterAnAskItIgnored(t *testing.T) {
 	slow.SetDeadline(time.Now().Add(time.Minute))
 	fmt.Fprintf(slow, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
 
-	other := make(chan int, 1)
-	go func() {
-		resp, err := newClient().Get(p.url + "/pid")
-		if err != nil {
-			other <- 0
-			return
-		}
-		resp.Body.Close()
-		other <- resp.StatusCode
-	}()
+	other := getInBackground(p.url + "/pid")
 	// Long enough for the master to see the queue and ask (it asks once a
 	// wait has lasted a tenth of a second); the ask comes mid-request.
 	time.Sleep(500 * time.Millisecond)
@@ -453,16 +444,7 @@ func TestClientSendingItsFirstRequestIsNotLetGo(t *testing.T) {
 	slow.SetDeadline(time.Now().Add(time.Minute))
 	fmt.Fprintf(slow, "GET /pid HTTP/1.1\r\nHost: x\r\n")
 
-	other := make(chan int, 1)
-	go func() {
-		resp, err := newClient().Get(p.url + "/pid")
-		if err != nil {
-			other <- 0
-			return
-		}
-		resp.Body.Close()
-		other <- resp.StatusCode
-	}()
+	other := getInBackground(p.url + "/pid")
 	// Long enough for the master to see the queue and ask (it asks once a
 	// wait has lasted a tenth of a second).
 	time.Sleep(500 * time.Millisecond)
