@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -198,32 +199,20 @@ func (ms *master) sdStatus() string {
 
 // notifyPool runs at each look at the pool: it sends the pool's status
 // when it has changed, and READY=1 when a restart of the children is done:
-// none of those started before it takes new requests any more, and
-// MinServers children are ready.
+// none of those started before it takes new requests any more (none told
+// to retire is still to answer; a busy one leaves when its request ends,
+// and waiting for it would hold a reload as long as its client keeps the
+// connection), and MinServers children are ready.
 func (ms *master) notifyPool() {
 	if ms.sd.sock == nil {
 		return
 	}
-	if ms.sd.reload && !ms.restarting && !ms.stopping && !ms.retireUnconfirmed() && ms.readyCount() >= ms.cfg.minServers {
+	if ms.sd.reload && !ms.restarting && !ms.stopping && !slices.ContainsFunc(ms.children, ms.unanswered) && ms.readyCount() >= ms.cfg.minServers {
 		ms.sd.reload = false
 		ms.sd.tell("READY=1", ms.sdStatus())
 	} else if status := ms.sdStatus(); status != ms.sd.status {
 		ms.sd.tell("", status)
 	}
-}
-
-// retireUnconfirmed reports whether a child told to retire may still take
-// a new request: an idle one that has not yet read the word can still be
-// woken for a connection, until it says it takes no more. A busy one
-// leaves when its request ends; waiting for that would hold a reload for
-// as long as its client keeps the connection.
-func (ms *master) retireUnconfirmed() bool {
-	for _, c := range ms.children {
-		if ms.unanswered(c) {
-			return true
-		}
-	}
-	return false
 }
 
 // notifyReady says that the pool is ready, once.
